@@ -1,0 +1,160 @@
+"""Model artifact: one folder that rebuilds and scores exactly like the trained model.
+
+Files:
+    model.safetensors   weights (safetensors: no pickle, no code execution on load)
+    config.json         the full run config
+    encoder.json        encoder state (vocabularies, hash settings, numeric statistics, input layout)
+    tasks.json          formats, tasks, format -> task map, loss mask, format attributes
+    metrics.json        evaluation metrics (optional)
+    manifest.json       camoe / torch versions, schema fingerprint, SHA-256 of every file above
+
+``load_artifact`` verifies every checksum before reading, so a truncated or edited file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["ArtifactError", "ArtifactParts", "load_artifact", "save_artifact", "schema_fingerprint", "write_json"]
+
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """An artifact folder is missing files, altered, or from an incompatible version."""
+
+
+@dataclass
+class ArtifactParts:
+    weights: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    encoder: dict[str, Any]
+    tasks: dict[str, Any]
+    metrics: dict[str, Any] | None
+    manifest: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename). NaN is written as null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def schema_fingerprint(encoder_state: dict[str, Any]) -> str:
+    """SHA-256 of the feature specs and input layout (what a model's weights are tied to)."""
+    key = json.dumps({"features": encoder_state["features"], "input_spec": encoder_state["input_spec"]}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def save_artifact(
+    folder: str | Path,
+    weights: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    encoder: dict[str, Any],
+    tasks: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write an artifact folder (files written atomically; the manifest last).
+
+    Returns:
+        The folder path.
+    """
+    from camoe import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".weights.", suffix=".tmp")
+    os.close(fd)
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp)
+    os.replace(tmp, folder / WEIGHTS)
+    files = {"config.json": config, "encoder.json": encoder, "tasks.json": tasks}
+    if metrics is not None:
+        files["metrics.json"] = metrics
+    for name, obj in files.items():
+        write_json(folder / name, obj)
+    names = [WEIGHTS, *files]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "camoe_version": __version__,
+        "torch_version": torch.__version__,
+        "schema_fingerprint": schema_fingerprint(encoder),
+        "files": {name: _sha256(folder / name) for name in names},
+        **(extra or {}),
+    }
+    write_json(folder / MANIFEST, manifest)
+    return folder
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+
+
+def load_artifact(folder: str | Path) -> ArtifactParts:
+    """Read and verify an artifact folder.
+
+    Raises:
+        ArtifactError: folder or file missing, checksum mismatch (truncated or altered file), unknown format version.
+    """
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{folder}: not a camoe artifact ({MANIFEST} missing)")
+    manifest = _read_json(manifest_path)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{folder}: artifact format {manifest.get('format_version')} is not {FORMAT_VERSION}")
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{folder}: file {name} listed in the manifest is missing")
+        actual = _sha256(path)
+        if actual != expected:
+            raise ArtifactError(
+                f"{path}: checksum mismatch (manifest {expected[:12]}…, file {actual[:12]}…): the file was truncated "
+                f"or altered after saving"
+            )
+    return ArtifactParts(
+        weights=load_file(str(folder / WEIGHTS)),
+        config=_read_json(folder / "config.json"),
+        encoder=_read_json(folder / "encoder.json"),
+        tasks=_read_json(folder / "tasks.json"),
+        metrics=_read_json(metrics_path) if "metrics.json" in manifest["files"] else None,
+        manifest=manifest,
+    )

@@ -1,0 +1,319 @@
+"""Typed run configuration: schema, formats, grouping, model, training and data.
+
+Every block is a pydantic model with ``extra="forbid"``, so an unknown or misspelt key (say ``na_value`` instead of
+``fill_value``) fails at load time with the list of accepted keys (case B13 in ``shared/cases``). Defaults are
+commented where they are declared. Experiment YAML files may name a ``base:`` file and hold only what differs.
+
+Example:
+    >>> cfg = RunConfig.model_validate({"schema": {"features": [{"name": "device", "type": "categorical"}]}})
+    >>> cfg.model.expert_type, cfg.grouping.strategy, cfg.train.loss_normalisation
+    ('dcn', 'modality', 'per_task')
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "FeatureSpec",
+    "GroupingConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SchemaConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or dict is invalid; the message lists what is valid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+
+
+class FeatureSpec(_Strict):
+    """One input column and how it is encoded.
+
+    Reserved ids in every categorical table: 0 = missing value, 1 = out-of-vocabulary (unseen at fit time).
+    Multi-valued features use 0 as padding too; an empty list pools to a zero vector.
+    """
+
+    name: str
+    type: Literal["categorical", "multi_categorical", "numeric"]
+    # categorical and multi_categorical
+    encoding: Literal["vocab", "hash", "identity"] = "vocab"  # vocab: fitted on train; hash: stable hash buckets
+    min_count: int = Field(1, ge=1)  # vocab: values seen fewer times in train map to OOV
+    max_vocab: int | None = Field(None, ge=1)  # vocab: keep only the most frequent values
+    hash_buckets: int | None = Field(None, ge=1)  # hash: number of buckets (table size = buckets + 2)
+    num_ids: int | None = Field(None, ge=1)  # identity: ids are pre-encoded integers in [0, num_ids)
+    out_of_range: Literal["error", "oov"] = "error"  # identity: strict error, or map to OOV and count
+    separator: str = "|"  # multi_categorical: value separator inside one cell
+    max_len: int = Field(8, ge=1)  # multi_categorical: values kept per row (first max_len)
+    # numeric
+    transform: Literal["standard", "log", "none"] = "standard"  # log = sign(x)·log1p(|x|), then standardise
+    fill_value: float | None = None  # numeric missing value; None = training mean
+    missing_indicator: bool = False  # numeric: add a 0/1 dense column "<name>_missing"
+    # all types: "default" = missing token / imputation; "error" = refuse rows with missing values
+    missing: Literal["default", "error"] = "default"
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureSpec:
+        if self.encoding == "hash" and self.hash_buckets is None:
+            raise ValueError(f"feature '{self.name}': encoding 'hash' needs hash_buckets (e.g. 100000)")
+        if self.encoding == "identity" and self.num_ids is None:
+            raise ValueError(f"feature '{self.name}': encoding 'identity' needs num_ids (the table size)")
+        if self.type == "numeric" and self.encoding != "vocab":
+            raise ValueError(f"feature '{self.name}': numeric features take no encoding (got '{self.encoding}')")
+        return self
+
+
+class SchemaConfig(_Strict):
+    """Which columns are the label, the ad format, the timestamp and the features."""
+
+    label: str = "click"  # 0/1 click label
+    format: str = "format"  # ad format column; picks the task head through the grouping
+    timestamp: str | None = "ts"  # used by the temporal split; None for logs without time
+    true_prob: str | None = None  # optional true click probability (synthetic logs) for the oracle AUC-PR
+    features: list[FeatureSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SchemaConfig:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schema.features: duplicate feature names {dupes}")
+        reserved = {self.label} | ({self.true_prob} if self.true_prob else set())
+        clash = sorted(reserved & set(names))
+        if clash:
+            raise ValueError(f"schema.features: {clash} is the label or true_prob column and cannot be a feature")
+        return self
+
+
+STRATEGIES = ("single", "modality", "modality2", "content", "slot", "per_format", "explicit")
+
+
+class GroupingConfig(_Strict):
+    """How ad formats are grouped into tasks (one gate + one tower per task).
+
+    ``modality``, ``content`` and ``slot`` group by that attribute of each format (see ``RunConfig.formats``);
+    ``modality2`` is the deployed 2-head form (audio + display → ``audio``, video → ``video``); ``per_format`` gives
+    every format its own task; ``single`` one task; ``explicit`` takes ``task_map``.
+    ``transfer`` adds entries to the format × task loss mask: ``{video_takeover: [audio]}`` lets video_takeover rows
+    also train the audio head (directional transfer). A row is always scored by its own task's head.
+    """
+
+    strategy: Literal["single", "modality", "modality2", "content", "slot", "per_format", "explicit"] = "modality"
+    task_map: dict[str, str] | None = None  # explicit: format -> task
+    transfer: dict[str, list[str]] = Field(default_factory=dict)  # format -> extra tasks its rows also train
+
+    @model_validator(mode="after")
+    def _check(self) -> GroupingConfig:
+        if self.strategy == "explicit" and not self.task_map:
+            raise ValueError("grouping: strategy 'explicit' needs task_map (format -> task)")
+        if self.strategy != "explicit" and self.task_map:
+            raise ValueError(f"grouping: task_map is only read by strategy 'explicit', not '{self.strategy}'")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Network sizes. The paper publishes none of these; defaults are this project's choices."""
+
+    name: str = "camoe"  # key in camoe.model.MODELS
+    embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
+    embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
+    num_experts: int = Field(4, ge=1)  # E
+    expert_type: Literal["dcn", "mlp"] = "dcn"  # dcn = CrossNetV2 then MLP; mlp = MLP only (MMoE)
+    num_cross_layers: int = Field(2, ge=1)  # cross layers per DCN expert (paper: 2-3)
+    low_rank: int | None = Field(None, ge=1)  # W = U V^T with this rank; ≈ in_dim / 4 keeps accuracy
+    expert_hidden: list[int] = Field(default_factory=lambda: [128, 64])  # MLP after the cross layers; last = H
+    tower_hidden: list[int] = Field(default_factory=lambda: [64])  # per-task tower before the logit
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if not self.expert_hidden or min(self.expert_hidden) < 1:
+            raise ValueError("model.expert_hidden must list at least one positive width")
+        if any(w < 1 for w in self.tower_hidden):
+            raise ValueError("model.tower_hidden widths must be positive")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimisation. Loss: masked BCE, per-task mean over the task's rows (see camoe.training.loss)."""
+
+    batch_size: int = Field(2048, ge=1)
+    epochs: int = Field(4, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled weight decay
+    l2_embedding: float = Field(0.0, ge=0)  # extra L2 on looked-up embeddings, logged as its own loss part
+    patience: int = Field(2, ge=1)  # early stopping: evaluations without a better mean validation AUC-PR
+    eval_every_steps: int | None = Field(None, ge=1)  # None = evaluate at each epoch end
+    seed: int = 0
+    shuffle: bool = True
+    masking: bool = True  # False: every head trains on every row (other tasks' rows as-is), as peer libraries do
+    loss_normalisation: Literal["per_task", "global"] = "per_task"  # per_task: mean over the task's rows
+    task_weights: dict[str, float] = Field(default_factory=dict)  # lambda_t, default 1
+    uncertainty_weighting: bool = False  # Kendall et al. 2018 learned task weights (off by default)
+    grad_clip_norm: float | None = Field(None, gt=0)
+    num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default
+    negative_sampling_rate: float | None = Field(None, gt=0, le=1)  # w if negatives were kept at rate w
+
+
+class SplitConfig(_Strict):
+    method: Literal["temporal", "random"] = "temporal"  # temporal: by schema.timestamp
+    valid_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0  # random split only
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("split: valid_fraction + test_fraction must be < 1")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the log is. ``path`` is a CSV/Parquet file, a folder of them, or a glob; relative paths are resolved
+    against the working directory, then against the config file's folder."""
+
+    path: str | None = None
+    reader: Literal["auto", "csv", "parquet", "open_bandit", "ipinyou_fm"] = "auto"
+    valid_path: str | None = None  # explicit validation file (then no split for validation)
+    test_path: str | None = None  # explicit test file (then no split for test)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    reader_options: dict[str, Any] = Field(default_factory=dict)  # passed to the named reader
+
+
+class RunConfig(_Strict):
+    """A whole run. ``formats`` maps each ad format to its attributes (modality, content, slot, ...)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    schema_: SchemaConfig = Field(alias="schema")
+    formats: dict[str, dict[str, str]] | None = None  # None: formats are taken from the training data
+    grouping: GroupingConfig = Field(default_factory=GroupingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str = "runs/latest"
+    _config_dir: str | None = PrivateAttr(None)  # folder of the YAML file, for relative data paths
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+    @property
+    def schema(self) -> SchemaConfig:  # type: ignore[override]
+        return self.schema_
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict, with ``schema`` under its public name."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: 'base' chain loops back to itself")
+    with path.open() as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at top level, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return _deep_merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), raw)
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """Turn a pydantic error into one message naming each bad key and the accepted keys there."""
+    lines = [f"invalid config {source}:"]
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            parent = _model_at(model, item["loc"][:-1])
+            valid = sorted(_public_fields(parent)) if parent is not None else []
+            msg = f"unknown key; accepted keys here: {', '.join(valid)}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _public_fields(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
+        if part not in fields:
+            return None
+        ann = fields[part].annotation
+        args = getattr(ann, "__args__", None)
+        candidates = [a for a in (args or (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        current = candidates[0]
+    return current if isinstance(current, type) else None
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run config.
+
+    Args:
+        source: YAML path (may name a ``base:`` file it extends) or an already-parsed dict.
+        overrides: nested dict merged on top (e.g. ``{"train": {"epochs": 1}}``).
+
+    Returns:
+        The validated ``RunConfig``. A YAML source also records its folder in ``RunConfig.data`` path resolution.
+
+    Raises:
+        ConfigError: file missing, unknown keys (listing accepted ones), wrong types or impossible values.
+    """
+    if isinstance(source, dict):
+        raw, name = copy.deepcopy(source), "<dict>"
+    else:
+        path = Path(source)
+        raw, name = _read_yaml(path), str(path)
+        raw.setdefault("_config_dir", str(path.resolve().parent))
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    config_dir = raw.pop("_config_dir", None)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, RunConfig, name)) from None
+    if config_dir is not None:
+        cfg._config_dir = config_dir
+    return cfg
+
+
+def resolve_path(cfg: RunConfig, path: str) -> Path:
+    """Resolve a data path: as given if it exists (or is a glob), else relative to the config file's folder."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or any(ch in path for ch in "*?["):
+        return p
+    config_dir = cfg._config_dir
+    if config_dir is not None and (Path(config_dir) / p).exists():
+        return Path(config_dir) / p
+    return p

@@ -1,0 +1,240 @@
+"""Per-format and per-task CTR metrics on arrays (this module never imports a model).
+
+Definitions (all from scikit-learn where it has them):
+
+* ``auc_pr``: AUC-PR = **average precision** (``sklearn.metrics.average_precision_score``), not the trapezoid
+  area. Constant scores give the prevalence (case B25). No positives -> NaN + warning.
+* ``auc_roc``: ``roc_auc_score``; one class present -> NaN + warning naming the group and split (case B01).
+* ``logloss``: ``log_loss`` with ``labels=[0, 1]``, so a single-class slice is defined (case B02); pCTR is clipped
+  to [1e-7, 1 - 1e-7] first.
+* ``ne``: normalised entropy = logloss / H(ctr), H the binary entropy of the slice's CTR (He et al. 2014). NaN when
+  the slice has one class.
+* ``ece``: expected calibration error over 15 **equal-mass** bins of pCTR (quantile edges; ties stay in one bin):
+  Σ_b (n_b / n) · |mean pCTR_b − CTR_b|. scikit-learn has no ECE; its ``calibration_curve`` drops empty bins without
+  their counts, so the weighted sum is computed here.
+* ``calibration_ratio``: Σ pCTR / Σ clicks (1 = calibrated, > 1 over-prediction, case B24).
+* ``oracle_auc_pr``: AUC-PR of the true click probability, when the log carries it.
+
+For a task, metrics use only that task's head (column) and only rows whose format belongs to that task (case B03).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+__all__ = [
+    "METRIC_NAMES",
+    "UndefinedMetricWarning",
+    "binary_metrics",
+    "evaluate_groups",
+    "expected_calibration_error",
+    "own_task_scores",
+]
+
+METRIC_NAMES = (
+    "rows", "positives", "ctr", "mean_pctr", "auc_pr", "auc_roc", "logloss", "ne", "ece", "calibration_ratio",
+    "oracle_auc_pr",
+)
+_EPS = 1e-7
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric is undefined for a slice (e.g. one class only); its value is NaN."""
+
+
+def expected_calibration_error(labels: np.ndarray, pctr: np.ndarray, n_bins: int = 15) -> float:
+    """ECE over equal-mass bins of pCTR.
+
+    Args:
+        labels: (N,) clicks in {0, 1}.
+        pctr: (N,) predicted CTR.
+        n_bins: number of quantile bins (fewer when pCTR has ties).
+
+    Returns:
+        Σ_b (n_b / N) |mean(pctr_b) − mean(labels_b)|; NaN for N = 0.
+
+    Example:
+        >>> round(expected_calibration_error(np.array([1, 0, 0, 0, 0]), np.full(5, 0.1)), 6)
+        0.1
+    """
+    n = len(labels)
+    if n == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(pctr, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    bins = np.searchsorted(edges, pctr, side="right")  # (N,) in [0, len(edges)]
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    sum_p = np.bincount(bins, weights=pctr, minlength=len(edges) + 1)
+    sum_y = np.bincount(bins, weights=labels, minlength=len(edges) + 1)
+    nonempty = counts > 0
+    gap = np.abs(sum_p[nonempty] - sum_y[nonempty]) / counts[nonempty]
+    return float(np.sum(counts[nonempty] / n * gap))
+
+
+def _binary_entropy(rate: float) -> float:
+    if rate <= 0.0 or rate >= 1.0:
+        return float("nan")
+    return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+
+
+def binary_metrics(
+    labels: np.ndarray,
+    pctr: np.ndarray,
+    true_prob: np.ndarray | None = None,
+    *,
+    name: str = "all",
+    split: str = "eval",
+) -> dict[str, float]:
+    """All metrics of one slice.
+
+    Args:
+        labels: (N,) clicks in {0, 1}.
+        pctr: (N,) predicted CTR in [0, 1].
+        true_prob: (N,) true click probability, or None.
+        name: slice name (task or format) used in warnings.
+        split: split name used in warnings.
+
+    Returns:
+        dict with every key of ``METRIC_NAMES`` (NaN where undefined; ``oracle_auc_pr`` NaN without true_prob).
+
+    Raises:
+        ValueError: lengths differ, labels outside {0, 1}, or pCTR non-finite.
+
+    Example:
+        >>> m = binary_metrics(np.array([1, 0, 0, 0]), np.array([0.9, 0.1, 0.2, 0.3]))
+        >>> m["auc_pr"], m["auc_roc"], m["calibration_ratio"]
+        (1.0, 1.0, 1.5)
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(pctr, dtype=np.float64)
+    if y.shape != p.shape:
+        raise ValueError(f"{name}/{split}: labels {y.shape} and pctr {p.shape} differ in shape")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"{name}/{split}: labels must be 0 or 1")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name}/{split}: {int((~np.isfinite(p)).sum())} non-finite pCTR values")
+    n, pos = len(y), float(y.sum())
+    nan = float("nan")
+    out: dict[str, float] = dict.fromkeys(METRIC_NAMES, nan)
+    out["rows"], out["positives"] = float(n), pos
+    if n == 0:
+        warnings.warn(f"no rows for '{name}' on split '{split}': all metrics NaN", UndefinedMetricWarning, stacklevel=2)
+        return out
+    ctr = pos / n
+    out["ctr"], out["mean_pctr"] = ctr, float(p.mean())
+    p_clip = np.clip(p, _EPS, 1 - _EPS)
+    out["logloss"] = float(log_loss(y, p_clip, labels=[0, 1]))
+    entropy = _binary_entropy(ctr)
+    out["ne"] = out["logloss"] / entropy if not math.isnan(entropy) else nan
+    out["ece"] = expected_calibration_error(y, p)
+    one_class = pos == 0 or pos == n
+    if pos == 0:
+        warnings.warn(
+            f"AUC-PR, AUC-ROC, NE and calibration ratio undefined for '{name}' on split '{split}': no positives "
+            f"in {n} rows (NaN)",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
+    else:
+        out["auc_pr"] = float(average_precision_score(y, p))
+        out["calibration_ratio"] = float(p.sum() / pos)
+        if true_prob is not None:
+            out["oracle_auc_pr"] = float(average_precision_score(y, np.asarray(true_prob, dtype=np.float64)))
+    if one_class and pos == n:
+        warnings.warn(
+            f"AUC-ROC and NE undefined for '{name}' on split '{split}': all {n} rows are positive (NaN)",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
+    if not one_class:
+        out["auc_roc"] = float(roc_auc_score(y, p))
+    return out
+
+
+def own_task_scores(task_scores: np.ndarray, task_index: np.ndarray) -> np.ndarray:
+    """Pick each row's own head: (N, T) scores and (N,) task index -> (N,) scores.
+
+    Example:
+        >>> own_task_scores(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1])).tolist()
+        [0.9, 0.8]
+    """
+    return np.take_along_axis(np.asarray(task_scores), np.asarray(task_index)[:, None], axis=1)[:, 0]
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def evaluate_groups(
+    labels: np.ndarray,
+    task_scores: np.ndarray,
+    formats: np.ndarray,
+    format_to_task: dict[str, str],
+    tasks: list[str] | tuple[str, ...],
+    true_prob: np.ndarray | None = None,
+    split: str = "test",
+    group_attributes: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Metrics per format, per task, per format attribute (e.g. modality) and macro averages.
+
+    Args:
+        labels: (N,) clicks.
+        task_scores: (N, T) pCTR of every head, columns in ``tasks`` order. Each row is scored by its own task's
+            column only; other heads' outputs on the row are ignored (case B03).
+        formats: (N,) ad format of each row.
+        format_to_task: format -> task.
+        tasks: the T task names, column order of ``task_scores``.
+        true_prob: (N,) true click probability or None.
+        split: split name for warnings.
+        group_attributes: format -> attributes; adds a section per attribute (e.g. ``modality``) over its values.
+
+    Returns:
+        ``{"formats": {name: metrics}, "tasks": {name: metrics}, "macro": {...}}`` plus one section per attribute.
+        ``macro`` averages each metric over tasks, skipping NaN; ``macro["skipped"]`` lists what was skipped.
+
+    Raises:
+        ValueError: a row's format has no task, or shapes differ.
+    """
+    formats = np.asarray(formats).astype(str)
+    task_scores = np.asarray(task_scores, dtype=np.float64)
+    if task_scores.ndim != 2 or task_scores.shape != (len(labels), len(tasks)):
+        raise ValueError(f"task_scores must be (N, T) = ({len(labels)}, {len(tasks)}), got {task_scores.shape}")
+    unknown = sorted(set(np.unique(formats)) - set(format_to_task))
+    if unknown:
+        raise ValueError(f"split '{split}': formats {unknown} have no task; known formats {sorted(format_to_task)}")
+    task_of_format = np.array([list(tasks).index(format_to_task[f]) for f in formats], dtype=np.int64)
+    pctr = own_task_scores(task_scores, task_of_format) if len(formats) else np.zeros(0)
+    labels = np.asarray(labels)
+
+    def _slice(sel: np.ndarray, name: str) -> dict[str, float]:
+        tp = None if true_prob is None else np.asarray(true_prob)[sel]
+        return binary_metrics(labels[sel], pctr[sel], tp, name=name, split=split)
+
+    result: dict[str, Any] = {
+        "formats": {f: _slice(formats == f, f) for f in format_to_task if (formats == f).any()},
+        "tasks": {t: _slice(task_of_format == i, t) for i, t in enumerate(tasks)},
+    }
+    for attribute in sorted({a for attrs in (group_attributes or {}).values() for a in attrs}):
+        value_of = {f: attrs.get(attribute) for f, attrs in (group_attributes or {}).items()}
+        section: dict[str, dict[str, float]] = {}
+        for value in sorted({v for v in value_of.values() if v is not None}):
+            sel = np.isin(formats, [f for f, v in value_of.items() if v == value])
+            if sel.any():
+                section[value] = _slice(sel, f"{attribute}={value}")
+        result[attribute] = section
+    macro: dict[str, Any] = {}
+    skipped: dict[str, list[str]] = {}
+    for metric in ("auc_pr", "auc_roc", "logloss", "ne", "ece", "calibration_ratio", "oracle_auc_pr"):
+        values = {t: m[metric] for t, m in result["tasks"].items()}
+        macro[metric] = _nanmean(list(values.values()))
+        nan_tasks = [t for t, v in values.items() if math.isnan(v)]
+        if nan_tasks and not (metric == "oracle_auc_pr" and true_prob is None):
+            skipped[metric] = nan_tasks
+    macro["skipped"] = skipped
+    result["macro"] = macro
+    return result

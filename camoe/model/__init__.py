@@ -1,0 +1,35 @@
+"""Models: every registered model maps (cat_ids, multi_ids, dense) to ``ModelOutput`` with logits (B, T)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from camoe.config import ModelConfig
+from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, TaskGates
+from camoe.model.camoe import CAMoE, ModelOutput
+from camoe.schema import InputSpec
+
+__all__ = [
+    "CAMoE",
+    "CrossNetV2",
+    "ExpertBank",
+    "FeatureEmbedding",
+    "GroupedMLP",
+    "MODELS",
+    "ModelOutput",
+    "TaskGates",
+    "build_model",
+]
+
+MODELS: dict[str, type[nn.Module]] = {"camoe": CAMoE}
+
+
+def build_model(config: ModelConfig, spec: InputSpec, num_tasks: int) -> nn.Module:
+    """Build a registered model.
+
+    Raises:
+        ValueError: ``config.name`` is not registered (lists the registered names).
+    """
+    if config.name not in MODELS:
+        raise ValueError(f"model.name '{config.name}' is not registered; choose one of {sorted(MODELS)}")
+    return MODELS[config.name](spec, num_tasks, config)

@@ -1,0 +1,225 @@
+"""Building blocks: feature embedding, grouped (batched) MLP, CrossNetV2, expert bank, task gates.
+
+Shapes: B batch, F categorical fields, M multi-valued fields, L values per multi-valued cell, N dense features,
+D embedding dim, d = F·D + M·D + N input width, E experts, H expert output width, T tasks, G groups (E or T).
+
+Every block that holds one copy per expert or per task keeps the copies as one stacked tensor and runs them with a
+single batched matmul (``torch.baddbmm``) instead of a Python loop over experts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from camoe.schema import MISSING_ID, InputSpec
+
+__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "TaskGates"]
+
+
+class FeatureEmbedding(nn.Module):
+    """Embeds categorical ids, mean-pools multi-valued ids and appends dense features.
+
+    All single-valued tables live in one ``nn.Embedding`` addressed with per-feature offsets (one lookup for F
+    fields); the same for multi-valued tables. Multi-valued cells are mean-pooled over their non-padding ids; an empty
+    cell pools to the zero vector (no 0/0, case B15).
+
+    Args:
+        spec: table sizes and column order from the fitted encoder (``FeatureEncoder.input_spec_``).
+        embedding_dim: D.
+        init_std: std of the normal initialisation of embedding rows.
+
+    Shape:
+        cat_ids (B, F) int64, multi_ids (B, M, L) int64, dense (B, N) float32 -> (B, d) float32 with
+        d = F·D + M·D + N (``out_dim``).
+    """
+
+    def __init__(self, spec: InputSpec, embedding_dim: int, init_std: float = 0.05) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embedding_dim = embedding_dim
+        cat_sizes = list(spec.cat_cardinalities)
+        multi_sizes = list(spec.multi_cardinalities)
+        self.register_buffer("cat_offsets", torch.tensor([0, *cat_sizes[:-1]]).cumsum(0) if cat_sizes else
+                             torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("multi_offsets", torch.tensor([0, *multi_sizes[:-1]]).cumsum(0) if multi_sizes else
+                             torch.zeros(0, dtype=torch.long), persistent=False)
+        self.cat_table = nn.Embedding(max(sum(cat_sizes), 1), embedding_dim)
+        self.multi_table = nn.Embedding(max(sum(multi_sizes), 1), embedding_dim)
+        nn.init.normal_(self.cat_table.weight, std=init_std)
+        nn.init.normal_(self.multi_table.weight, std=init_std)
+        self.out_dim = (spec.num_cat + spec.num_multi) * embedding_dim + spec.num_dense
+        if self.out_dim == 0:
+            raise ValueError("the model has no inputs: declare at least one categorical, multi-valued or numeric feature")
+
+    def lookup(
+        self, cat_ids: torch.Tensor, multi_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding rows: (B, F, D) for categorical fields and (B, M, D) pooled multi-valued fields."""
+        cat_emb = self.cat_table(cat_ids + self.cat_offsets)  # (B, F, D)
+        present = (multi_ids != MISSING_ID).unsqueeze(-1).to(cat_emb.dtype)  # (B, M, L, 1)
+        multi_emb = self.multi_table(multi_ids + self.multi_offsets.view(1, -1, 1))  # (B, M, L, D)
+        count = present.sum(dim=2).clamp_min(1.0)  # (B, M, 1); empty cell -> sum 0 / 1 = 0
+        pooled = (multi_emb * present).sum(dim=2) / count  # (B, M, D)
+        return cat_emb, pooled
+
+    def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        cat_emb, pooled = self.lookup(cat_ids, multi_ids)
+        batch = dense.shape[0]
+        return torch.cat([cat_emb.reshape(batch, -1), pooled.reshape(batch, -1), dense], dim=1)  # (B, d)
+
+
+def _init_stacked_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Independent ``nn.Linear``-style init per stacked copy (so experts never start identical, case B05)."""
+    for g in range(weight.shape[0]):
+        nn.init.kaiming_uniform_(weight[g].T, a=math.sqrt(5))  # weight[g] is (in, out); init as (out, in)
+    if bias is not None:
+        bound = 1.0 / math.sqrt(weight.shape[1])
+        nn.init.uniform_(bias, -bound, bound)
+
+
+class GroupedMLP(nn.Module):
+    """G independent MLPs run as one batched matmul per layer.
+
+    Args:
+        num_groups: G (experts or tasks).
+        in_dim: input width.
+        hidden: widths of the layers; ReLU (and dropout) after each but the last when ``last_activation`` is False.
+        dropout: dropout after each hidden activation.
+        last_activation: apply ReLU after the last layer too (experts: yes; towers ending in a logit: no).
+
+    Shape:
+        (G, B, in_dim) -> (G, B, hidden[-1]).
+    """
+
+    def __init__(
+        self, num_groups: int, in_dim: int, hidden: list[int], dropout: float = 0.0, last_activation: bool = True
+    ) -> None:
+        super().__init__()
+        dims = [in_dim, *hidden]
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.empty(num_groups, a, b)) for a, b in zip(dims[:-1], dims[1:])]
+        )
+        self.biases = nn.ParameterList([nn.Parameter(torch.empty(num_groups, 1, b)) for b in dims[1:]])
+        for w, b in zip(self.weights, self.biases):
+            _init_stacked_linear(w.data, b.data)
+        self.dropout = nn.Dropout(dropout)
+        self.last_activation = last_activation
+        self.out_dim = dims[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.weights)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)  # (G, B, out)
+            if i < n - 1 or self.last_activation:
+                x = self.dropout(torch.relu(x))
+        return x
+
+
+class CrossNetV2(nn.Module):
+    """DCN-v2 cross network, E independent copies computed together.
+
+    x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l          (Wang et al. 2021, "DCN V2", Eq. 1)
+    with optional low-rank W_l = U_l V_lᵀ            (same paper, Eq. 2 without the mixture)
+
+    Args:
+        in_dim: d, width of x_0.
+        num_layers: number of cross layers (paper CAMoE: 2-3).
+        low_rank: rank r of W = U Vᵀ; None = full d × d. r ≈ d / 4 keeps accuracy (DCN-v2 paper, Sec. 5).
+        num_experts: E copies with independent weights.
+
+    Shape:
+        x0 (B, d) or (E, B, d) -> (E, B, d).
+
+    Example:
+        >>> net = CrossNetV2(in_dim=4, num_layers=2, num_experts=3)
+        >>> net(torch.randn(5, 4)).shape
+        torch.Size([3, 5, 4])
+    """
+
+    def __init__(self, in_dim: int, num_layers: int, low_rank: int | None = None, num_experts: int = 1) -> None:
+        super().__init__()
+        self.in_dim, self.num_layers, self.low_rank, self.num_experts = in_dim, num_layers, low_rank, num_experts
+        if low_rank is None:
+            self.weights = nn.ParameterList(
+                [nn.Parameter(torch.empty(num_experts, in_dim, in_dim)) for _ in range(num_layers)]
+            )
+            for w in self.weights:
+                _init_stacked_linear(w.data, None)
+            self.u = self.v = None
+        else:
+            self.weights = None
+            self.v = nn.ParameterList(
+                [nn.Parameter(torch.empty(num_experts, in_dim, low_rank)) for _ in range(num_layers)]
+            )
+            self.u = nn.ParameterList(
+                [nn.Parameter(torch.empty(num_experts, low_rank, in_dim)) for _ in range(num_layers)]
+            )
+            for v, u in zip(self.v, self.u):
+                _init_stacked_linear(v.data, None)
+                _init_stacked_linear(u.data, None)
+        self.biases = nn.ParameterList(
+            [nn.Parameter(torch.zeros(num_experts, 1, in_dim)) for _ in range(num_layers)]
+        )
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        if x0.dim() == 2:
+            x0 = x0.unsqueeze(0).expand(self.num_experts, -1, -1)  # (E, B, d)
+        x = x0
+        for layer in range(self.num_layers):
+            if self.weights is not None:
+                wx = torch.baddbmm(self.biases[layer], x, self.weights[layer])  # (E, B, d): x Wᵀ + b
+            else:
+                assert self.u is not None and self.v is not None
+                wx = torch.baddbmm(self.biases[layer], torch.bmm(x, self.v[layer]), self.u[layer])  # (E, B, d)
+            x = x0 * wx + x
+        return x
+
+
+class ExpertBank(nn.Module):
+    """E shared experts: CrossNetV2 then an MLP (``dcn``), or the MLP alone (``mlp``, the MMoE expert).
+
+    Shape:
+        (B, d) -> (E, B, H) with H = hidden[-1].
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_experts: int,
+        hidden: list[int],
+        expert_type: str = "dcn",
+        num_cross_layers: int = 2,
+        low_rank: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if expert_type not in ("dcn", "mlp"):
+            raise ValueError(f"expert_type must be 'dcn' or 'mlp', got '{expert_type}'")
+        self.num_experts = num_experts
+        self.cross = CrossNetV2(in_dim, num_cross_layers, low_rank, num_experts) if expert_type == "dcn" else None
+        self.mlp = GroupedMLP(num_experts, in_dim, hidden, dropout, last_activation=True)
+        self.out_dim = self.mlp.out_dim
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = self.cross(x0) if self.cross is not None else x0.unsqueeze(0).expand(self.num_experts, -1, -1)
+        return self.mlp(x)  # (E, B, H)
+
+
+class TaskGates(nn.Module):
+    """One softmax gate per task over the E experts (MMoE, Ma et al. 2018, Eq. 5), from the shared input.
+
+    Shape:
+        (B, d) -> (B, T, E), rows summing to 1.
+    """
+
+    def __init__(self, in_dim: int, num_tasks: int, num_experts: int) -> None:
+        super().__init__()
+        self.num_tasks, self.num_experts = num_tasks, num_experts
+        self.proj = nn.Linear(in_dim, num_tasks * num_experts)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        scores = self.proj(x0).view(-1, self.num_tasks, self.num_experts)  # (B, T, E)
+        return torch.softmax(scores, dim=-1)

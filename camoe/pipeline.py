@@ -1,0 +1,281 @@
+"""``CTRPipeline``: encoder + task layout + model, fitted and scored as one estimator.
+
+Example (the README's Python API):
+    >>> import camoe
+    >>> frame = camoe.generate_log(camoe.SyntheticConfig(rows=20_000, seed=0))
+    >>> cfg = camoe.load_config(camoe.demo_config_path(), {"train": {"epochs": 1}})
+    >>> splits = camoe.split_frame(frame, cfg.data.split, cfg.schema.timestamp)
+    >>> pipe = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"])
+    >>> pctr = pipe.predict_proba(splits["test"])           # one pCTR per row, from the row's own task head
+    >>> metrics = pipe.evaluate(splits["test"], split="test")
+    >>> sorted(metrics["tasks"])
+    ['audio', 'display', 'video']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from camoe.artifact import ArtifactError, load_artifact, save_artifact
+from camoe.batch import Batch
+from camoe.config import ConfigError, RunConfig
+from camoe.data.encoders import EncodedFeatures, FeatureEncoder
+from camoe.evaluation.metrics import evaluate_groups
+from camoe.grouping import TaskLayout, build_task_layout
+from camoe.model import build_model
+from camoe.training.trainer import TrainResult, predict_logits, train_model
+
+__all__ = ["CTRPipeline", "correct_downsampling"]
+
+
+def correct_downsampling(p: np.ndarray, rate: float) -> np.ndarray:
+    """Undo negative downsampling: q = p / (p + (1 − p) / w) (He et al. 2014, Sec. 6.2 re-calibration).
+
+    Args:
+        p: pCTR of a model trained on data whose negatives were kept with probability ``rate`` = w.
+        rate: w in (0, 1].
+
+    Example:
+        >>> round(float(correct_downsampling(np.array([0.5]), 0.1)[0]), 4)
+        0.0909
+    """
+    if not 0 < rate <= 1:
+        raise ValueError(f"negative sampling rate must be in (0, 1], got {rate}")
+    p = np.asarray(p, dtype=np.float64)
+    return p / (p + (1.0 - p) / rate)
+
+
+def _labels(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise ValueError(f"{source}: label column '{column}' not found (schema.label); columns: {list(frame.columns)}")
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        counts = raw[bad].astype(str).value_counts().head(5).to_dict()
+        raise ValueError(
+            f"{source}: label column '{column}' must hold 0 or 1; {int(bad.sum())} rows hold other values "
+            f"(value: rows) {counts}"
+        )
+    return values.astype(np.float32)
+
+
+def _format_names(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise ValueError(f"{source}: format column '{column}' not found (schema.format); columns: {list(frame.columns)}")
+    raw = frame[column]
+    missing = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        raise ValueError(f"{source}: format column '{column}' is empty in {int(missing.sum())} rows; every impression needs its ad format")
+    return raw.astype(str).str.strip().to_numpy(dtype=object)
+
+
+class CTRPipeline:
+    """Encoder + task layout + multi-task CTR model.
+
+    Args:
+        config: the run config (schema, formats, grouping, model, train).
+
+    Fitted attributes: ``encoder_``, ``layout_``, ``model_``, ``train_result_``, ``format_attributes_``.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.encoder_: FeatureEncoder | None = None
+        self.layout_: TaskLayout | None = None
+        self.model_: torch.nn.Module | None = None
+        self.train_result_: TrainResult | None = None
+        self.format_attributes_: dict[str, dict[str, str]] = {}
+        self.last_encoding_: EncodedFeatures | None = None
+
+    # ------------------------------------------------------------------ data
+    def _resolve_formats(self, formats: np.ndarray) -> dict[str, dict[str, str]]:
+        table = self.config.formats
+        present = sorted(set(formats))
+        if table is None:
+            return {f: {} for f in present}
+        unknown = [f for f in present if f not in table]
+        if unknown:
+            raise ValueError(
+                f"train: ad formats {unknown} are not in the config's formats table; known formats: {list(table)}"
+            )
+        return {f: dict(attrs) for f, attrs in table.items()}
+
+    def encode(self, frame: pd.DataFrame, source: str = "data", labels: bool = True) -> Batch:
+        """Validate and encode rows into a ``Batch`` (features, format index, labels).
+
+        Raises:
+            ValueError: missing columns, unknown formats, labels outside {0, 1}, bad feature values (each message
+                names the source, column and values).
+        """
+        if self.encoder_ is None or self.layout_ is None:
+            raise RuntimeError("CTRPipeline is not fitted: call fit() or CTRPipeline.load()")
+        schema = self.config.schema
+        fmt = self.layout_.format_index(_format_names(frame, schema.format, source), where=f"{source} column '{schema.format}'")
+        enc = self.encoder_.transform(frame, source)
+        self.last_encoding_ = enc
+        return Batch(
+            cat_ids=torch.from_numpy(enc.cat_ids),
+            multi_ids=torch.from_numpy(enc.multi_ids),
+            dense=torch.from_numpy(enc.dense),
+            format_ids=torch.from_numpy(fmt),
+            labels=torch.from_numpy(_labels(frame, schema.label, source)) if labels else None,
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        train: pd.DataFrame,
+        valid: pd.DataFrame | None = None,
+        progress: bool = False,
+        log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> CTRPipeline:
+        """Fit the encoder on ``train`` only, build the model from the encoder's table sizes, train.
+
+        Args:
+            train: training rows.
+            valid: validation rows for early stopping on mean task AUC-PR (optional).
+            progress: show a progress bar.
+            log: receives each evaluation's history entry.
+
+        Returns:
+            self.
+        """
+        cfg = self.config
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        if len(train) == 0:
+            raise ValueError("train: no rows")
+        formats = _format_names(train, cfg.schema.format, "train")
+        self.format_attributes_ = self._resolve_formats(formats)
+        try:
+            self.layout_ = build_task_layout(cfg.grouping, self.format_attributes_)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        self.encoder_ = FeatureEncoder(cfg.schema).fit(train, "train")
+        train_batch = self.encode(train, "train")
+        valid_batch = self.encode(valid, "valid") if valid is not None and len(valid) else None
+        torch.manual_seed(cfg.train.seed)
+        assert self.encoder_.input_spec_ is not None
+        self.model_ = build_model(cfg.model, self.encoder_.input_spec_, len(self.layout_.tasks))
+        valid_formats = valid_batch.format_ids.numpy() if valid_batch is not None else None
+
+        def score(logits: np.ndarray) -> tuple[float, dict[str, Any]]:
+            assert valid_batch is not None and valid_batch.labels is not None and self.layout_ is not None
+            result = self._metrics(logits, valid_batch.labels.numpy(), np.array(self.layout_.formats)[valid_formats],
+                                   None, "valid", quiet=True)
+            per_task = {t: m["auc_pr"] for t, m in result["tasks"].items()}
+            return result["macro"]["auc_pr"], {"auc_pr": per_task}
+
+        self.train_result_ = train_model(
+            self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
+            valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
+        )
+        return self
+
+    # ------------------------------------------------------------------ score
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        rate = self.config.train.negative_sampling_rate
+        return correct_downsampling(p, rate) if rate is not None else p
+
+    def predict_task_proba(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
+        """pCTR of every task head: (N, T), columns in ``layout_.tasks`` order (downsampling corrected once)."""
+        if self.model_ is None:
+            raise RuntimeError("CTRPipeline is not fitted")
+        batch = self.encode(frame, source, labels=False)
+        return self._probabilities(predict_logits(self.model_, batch))
+
+    def predict_proba(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
+        """One pCTR per row from the row's own task head: (N,)."""
+        if self.model_ is None or self.layout_ is None:
+            raise RuntimeError("CTRPipeline is not fitted")
+        batch = self.encode(frame, source, labels=False)
+        probs = self._probabilities(predict_logits(self.model_, batch))  # (N, T)
+        task = torch.as_tensor(self.layout_.format_task_index)[batch.format_ids].numpy()  # (N,)
+        return np.take_along_axis(probs, task[:, None], axis=1)[:, 0]
+
+    def _metrics(
+        self, logits: np.ndarray, labels: np.ndarray, formats: np.ndarray, true_prob: np.ndarray | None, split: str,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        import warnings
+
+        assert self.layout_ is not None
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            return evaluate_groups(
+                labels, self._probabilities(logits), formats, self.layout_.format_to_task, self.layout_.tasks,
+                true_prob=true_prob, split=split, group_attributes=self.format_attributes_,
+            )
+
+    def evaluate(self, frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
+        """Per-format, per-task (and per-attribute, e.g. per-modality) metrics on labelled rows.
+
+        Returns:
+            ``evaluate_groups`` output plus ``split`` and ``oov`` (rows mapped to OOV per feature).
+        """
+        if self.model_ is None:
+            raise RuntimeError("CTRPipeline is not fitted")
+        batch = self.encode(frame, split)
+        assert batch.labels is not None and self.layout_ is not None and self.last_encoding_ is not None
+        true_col = self.config.schema.true_prob
+        true_prob = frame[true_col].to_numpy(dtype=np.float64) if true_col and true_col in frame.columns else None
+        formats = np.array(self.layout_.formats)[batch.format_ids.numpy()]
+        result = self._metrics(predict_logits(self.model_, batch), batch.labels.numpy(), formats, true_prob, split)
+        result["split"] = split
+        result["oov"] = dict(self.last_encoding_.oov_counts)
+        return result
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+        """Write the artifact folder (see ``camoe.artifact``)."""
+        if self.model_ is None or self.encoder_ is None or self.layout_ is None:
+            raise RuntimeError("CTRPipeline is not fitted")
+        config = self.config.to_dict()
+        config["_config_dir"] = self.config._config_dir
+        tasks = {**self.layout_.to_dict(), "format_attributes": self.format_attributes_}
+        history = self.train_result_.history if self.train_result_ is not None else []
+        return save_artifact(
+            folder, self.model_.state_dict(), config, self.encoder_.state_dict(), tasks, metrics,
+            extra={"train": {"history": history, "best_step": getattr(self.train_result_, "best_step", None),
+                             "rows_per_s": getattr(self.train_result_, "rows_per_s", None)}},
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CTRPipeline:
+        """Rebuild a fitted pipeline from an artifact folder; it scores exactly as the saved model did.
+
+        Raises:
+            ArtifactError: missing/altered files, or weights that do not fit the rebuilt model.
+        """
+        from camoe.config import load_config
+
+        parts = load_artifact(folder)
+        raw = dict(parts.config)
+        config_dir = raw.pop("_config_dir", None)
+        cfg = load_config(raw)
+        cfg._config_dir = config_dir
+        pipe = cls(cfg)
+        try:
+            pipe.encoder_ = FeatureEncoder.from_state(cfg.schema, parts.encoder)
+        except ValueError as err:
+            raise ArtifactError(f"{folder}: {err}") from None
+        pipe.layout_ = TaskLayout.from_dict(parts.tasks)
+        pipe.format_attributes_ = parts.tasks.get("format_attributes", {})
+        assert pipe.encoder_.input_spec_ is not None
+        pipe.model_ = build_model(cfg.model, pipe.encoder_.input_spec_, len(pipe.layout_.tasks))
+        try:
+            pipe.model_.load_state_dict(parts.weights, strict=True)
+        except RuntimeError as err:
+            raise ArtifactError(f"{folder}: weights do not fit the model built from its config: {err}") from None
+        pipe.model_.eval()
+        return pipe
+

@@ -1,0 +1,73 @@
+"""End-to-end jobs used by the CLI and the Python API: load data, split, train, evaluate, save."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from camoe.config import RunConfig, resolve_path
+from camoe.data.readers import read_table
+from camoe.data.split import split_frame
+from camoe.pipeline import CTRPipeline
+
+__all__ = ["load_splits", "train_and_evaluate"]
+
+
+def _read(cfg: RunConfig, path: str) -> pd.DataFrame:
+    return read_table(resolve_path(cfg, path), cfg.data.reader, **cfg.data.reader_options)
+
+
+def load_splits(cfg: RunConfig, frame: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Read ``cfg.data`` (or use ``frame``) and split it into train / valid / test.
+
+    Explicit ``valid_path`` / ``test_path`` files replace the corresponding split of ``path``.
+
+    Raises:
+        ValueError: no data path and no frame, or reader / split errors (naming the file).
+    """
+    if frame is None:
+        if cfg.data.path is None:
+            raise ValueError("data.path is not set: give a CSV/Parquet file, folder or glob")
+        frame = _read(cfg, cfg.data.path)
+    split_cfg = cfg.data.split.model_copy()
+    if cfg.data.test_path is not None:
+        split_cfg.test_fraction = 0.0
+    if cfg.data.valid_path is not None:
+        split_cfg.valid_fraction = 0.0
+    splits = split_frame(frame, split_cfg, cfg.schema.timestamp if split_cfg.method == "temporal" else None,
+                         source=str(cfg.data.path or "frame"))
+    if cfg.data.test_path is not None:
+        splits["test"] = _read(cfg, cfg.data.test_path)
+    if cfg.data.valid_path is not None:
+        splits["valid"] = _read(cfg, cfg.data.valid_path)
+    return splits
+
+
+def train_and_evaluate(
+    cfg: RunConfig,
+    frame: pd.DataFrame | None = None,
+    output_dir: str | Path | None = None,
+    progress: bool = False,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[CTRPipeline, dict[str, Any]]:
+    """Train on the train split, early-stop on valid, evaluate on test, save the artifact with ``metrics.json``.
+
+    Returns:
+        (fitted pipeline, metrics with keys ``test`` and ``valid``; ``test`` also written to
+        ``<output_dir>/metrics.json``).
+    """
+    splits = load_splits(cfg, frame)
+    pipe = CTRPipeline(cfg).fit(splits["train"], splits["valid"], progress=progress, log=log)
+    metrics: dict[str, Any] = {}
+    for split in ("valid", "test"):
+        if len(splits[split]):
+            metrics[split] = pipe.evaluate(splits[split], split=split)
+    out = Path(output_dir or cfg.output_dir)
+    assert pipe.train_result_ is not None
+    summary = {**metrics.get("test", {}), "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,
+                                                    "rows_per_s": pipe.train_result_.rows_per_s}}
+    pipe.save(out, metrics=summary)
+    return pipe, metrics

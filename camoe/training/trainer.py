@@ -1,0 +1,230 @@
+"""Training loop: AdamW on the masked multi-task loss, early stopping on mean validation AUC-PR over tasks.
+
+The loop is model-agnostic: any registered model returning ``ModelOutput`` trains here. Every random source is seeded
+from ``TrainConfig.seed`` (the caller seeds init with ``torch.manual_seed``; shuffling uses its own generator; dropout
+uses the global generator seeded here), so the same seed on CPU gives bit-identical weights and metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from camoe.batch import Batch
+from camoe.config import TrainConfig
+from camoe.training.loss import masked_bce
+
+__all__ = ["TrainResult", "predict_logits", "train_model"]
+
+ScoreFn = Callable[[np.ndarray], tuple[float, dict[str, Any]]]
+
+
+@dataclass
+class TrainResult:
+    """What training did.
+
+    Attributes:
+        history: one dict per evaluation: step, epoch, rows seen, mean loss parts since the previous evaluation
+            (``loss/<task>`` is None when the task had no rows), validation score and details.
+        best_step: step whose weights were kept (the model is left holding them).
+        best_score: mean validation AUC-PR over tasks at ``best_step`` (NaN without validation data).
+        steps: optimizer steps run.
+        rows_per_s: training rows per second of wall time, evaluation excluded.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_step: int = 0
+    best_score: float = float("nan")
+    steps: int = 0
+    rows_per_s: float = 0.0
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batch: Batch, batch_size: int = 65536) -> np.ndarray:
+    """Logits of every head for every row, in eval mode.
+
+    Args:
+        model: a registered model.
+        batch: encoded rows (labels unused).
+        batch_size: rows per forward pass.
+
+    Returns:
+        (N, T) float32 logits.
+    """
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, len(batch), batch_size):
+        part = batch.select(slice(start, start + batch_size))
+        chunks.append(model(part.cat_ids, part.multi_ids, part.dense).logits.float())
+    model.train(was_training)
+    if not chunks:
+        return np.zeros((0, getattr(model, "num_tasks", 1)), dtype=np.float32)
+    return torch.cat(chunks).numpy()
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train_model(
+    model: nn.Module,
+    train: Batch,
+    mask: np.ndarray,
+    tasks: tuple[str, ...],
+    config: TrainConfig,
+    valid: Batch | None = None,
+    score_fn: ScoreFn | None = None,
+    progress: bool = False,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and leave it holding the best validation weights.
+
+    Args:
+        model: registered model; forward(cat_ids, multi_ids, dense) -> ModelOutput with (B, T) logits.
+        train: encoded training rows with labels.
+        mask: (K, T) format × task loss mask.
+        tasks: the T task names (for logs and task weights).
+        config: optimisation settings.
+        valid: encoded validation rows; with ``score_fn`` enables early stopping.
+        score_fn: maps validation logits (N, T) to (score, details); higher is better (mean AUC-PR).
+        progress: show a tqdm bar (rows/s, ETA).
+        log: called with each history entry.
+
+    Returns:
+        ``TrainResult``.
+
+    Raises:
+        FloatingPointError: a loss part is non-finite; names the step and the part (case B08).
+        ValueError: training rows have no labels, or task weights name unknown tasks.
+    """
+    if train.labels is None:
+        raise ValueError("training rows need labels")
+    unknown = sorted(set(config.task_weights) - set(tasks))
+    if unknown:
+        raise ValueError(f"train.task_weights: unknown tasks {unknown}; tasks are {list(tasks)}")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    mask_t = torch.as_tensor(mask, dtype=torch.float32)  # (K, T)
+    if not config.masking:
+        mask_t = torch.ones_like(mask_t)
+    weights = torch.tensor([config.task_weights.get(t, 1.0) for t in tasks], dtype=torch.float32)  # (T,)
+    init_bias = getattr(model, "init_output_bias", None)
+    if callable(init_bias):
+        rows = mask_t[train.format_ids]  # (N, T)
+        clicks = (rows * train.labels.unsqueeze(1)).sum(0)  # (T,)
+        ctr = ((clicks + 0.5) / (rows.sum(0) + 1.0)).clamp(1e-6, 1 - 1e-6)  # smoothed; empty task -> 0.5
+        init_bias(torch.log(ctr / (1 - ctr)))
+    log_vars = nn.Parameter(torch.zeros(len(tasks))) if config.uncertainty_weighting else None
+    params = list(model.parameters()) + ([log_vars] if log_vars is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    n = len(train)
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    result = TrainResult()
+    best_state = _state_copy(model)
+    bad_evals = 0
+    part_sums: dict[str, float] = {}
+    part_counts: dict[str, int] = {}
+    step = 0
+    train_seconds = 0.0
+    rows_seen = 0
+    bar = tqdm(total=config.epochs * n, unit="row", unit_scale=True, disable=not progress, desc="train")
+
+    def evaluate(epoch: int) -> bool:
+        """Record an evaluation; return True to stop early."""
+        nonlocal best_state, bad_evals, part_sums, part_counts
+        entry: dict[str, Any] = {"step": step, "epoch": epoch, "rows": rows_seen}
+        for name in ["total", *(f"loss/{t}" for t in tasks), "l2_embedding"]:
+            count = part_counts.get(name, 0)
+            entry[name] = part_sums[name] / count if count else None  # None = "no rows" for a task
+        part_sums, part_counts = {}, {}
+        stop = False
+        if valid is not None and score_fn is not None and len(valid):
+            score, details = score_fn(predict_logits(model, valid))
+            entry["valid_score"], entry["valid"] = score, details
+            improved = not math.isnan(score) and (math.isnan(result.best_score) or score > result.best_score)
+            if improved or (math.isnan(result.best_score) and result.best_step == 0):
+                result.best_score, result.best_step = score, step
+                best_state = _state_copy(model)
+                bad_evals = 0
+            else:
+                bad_evals += 1
+                stop = bad_evals >= config.patience
+        else:
+            result.best_step = step
+            best_state = _state_copy(model)
+        result.history.append(entry)
+        if log is not None:
+            log(entry)
+        bar.set_postfix(loss=entry["total"], valid_auc_pr=entry.get("valid_score"))
+        return stop
+
+    stopped = False
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(n, generator=generator) if config.shuffle else torch.arange(n)
+        for i in range(steps_per_epoch):
+            t0 = time.perf_counter()
+            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+            batch = train.select(idx)
+            out = model(batch.cat_ids, batch.multi_ids, batch.dense)
+            row_mask = mask_t[batch.format_ids]  # (B, T)
+            assert batch.labels is not None
+            loss = masked_bce(out.logits, batch.labels, row_mask, config.loss_normalisation, weights, log_vars)
+            parts = {"total": loss.total}
+            if config.l2_embedding > 0 and out.embeddings is not None:
+                l2 = config.l2_embedding * out.embeddings.pow(2).sum(dim=-1).mean()
+                parts["l2_embedding"] = l2
+                total = loss.total + l2
+                parts["total"] = total
+            else:
+                total = loss.total
+            task_values = loss.task_losses.tolist()
+            rows = loss.task_rows.tolist()
+            for t, name in enumerate(tasks):
+                if rows[t] > 0:
+                    parts[f"loss/{name}"] = torch.tensor(task_values[t])
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    culprit = next((k for k, v in values.items() if k != "total" and not math.isfinite(v)), name)
+                    raise FloatingPointError(
+                        f"non-finite loss at step {step + 1} (epoch {epoch}): part '{culprit}' = {values[culprit]}; "
+                        f"lower train.learning_rate or the weight of that part (e.g. train.l2_embedding)"
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if config.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(params, config.grad_clip_norm)
+            optimizer.step()
+            step += 1
+            rows_seen += len(batch)
+            train_seconds += time.perf_counter() - t0
+            for name, value in values.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value
+                part_counts[name] = part_counts.get(name, 0) + 1
+            bar.update(len(batch))
+            if config.eval_every_steps and step % config.eval_every_steps == 0 and i < steps_per_epoch - 1:
+                if evaluate(epoch):
+                    stopped = True
+                    break
+        if stopped or evaluate(epoch):
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    result.steps = step
+    result.rows_per_s = rows_seen / train_seconds if train_seconds > 0 else 0.0
+    if log_vars is not None:
+        result.history[-1]["log_vars"] = dict(zip(tasks, log_vars.detach().tolist()))
+    return result
+
