@@ -155,6 +155,6 @@ def load_artifact(folder: str | Path) -> ArtifactParts:
         config=_read_json(folder / "config.json"),
         encoder=_read_json(folder / "encoder.json"),
         tasks=_read_json(folder / "tasks.json"),
-        metrics=_read_json(metrics_path) if "metrics.json" in manifest["files"] else None,
+        metrics=_read_json(folder / "metrics.json") if "metrics.json" in manifest["files"] else None,
         manifest=manifest,
     )

@@ -280,7 +280,7 @@ class FeatureEncoder:
         if spec.encoding == "hash":
             assert spec.hash_buckets is not None
             return stable_hash(strs, spec.hash_buckets) + NUM_RESERVED
-        codes = pd.Categorical(strs, categories=self.vocab_[spec.name]).codes.astype(np.int64)
+        codes = pd.Index(self.vocab_[spec.name], dtype=object).get_indexer(np.asarray(strs, dtype=object))
         return np.where(codes < 0, OOV_ID, codes + NUM_RESERVED)
 
     def _encode_identity(self, spec: FeatureSpec, series: pd.Series, missing: np.ndarray, source: str) -> np.ndarray:

@@ -1,0 +1,7 @@
+"""``python -m camoe`` = the ``camoe`` command."""
+
+import sys
+
+from camoe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,318 @@
+"""Model blocks alone (formula reference + shapes), then the CAMoE assembly; cases B05 and B15."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from camoe.config import ModelConfig
+from camoe.model import (
+    MODELS,
+    CAMoE,
+    CrossNetV2,
+    ExpertBank,
+    FeatureEmbedding,
+    GroupedMLP,
+    ModelOutput,
+    TaskGates,
+    build_model,
+)
+from camoe.schema import InputSpec
+
+# 2 categorical fields (tables 5 and 4), 1 multi-valued field (table 6, L = 3), 2 dense features
+SPEC = InputSpec(
+    cat_features=("user_id", "device"),
+    cat_cardinalities=(5, 4),
+    multi_features=("interests",),
+    multi_cardinalities=(6,),
+    max_len=3,
+    dense_features=("bid_price", "dwell_sec"),
+)
+D = 4
+IN_DIM = (2 + 1) * D + 2  # F·D + M·D + N = 14
+
+
+def tiny_model_config(**kw: object) -> ModelConfig:
+    base = {"embedding_dim": D, "num_experts": 3, "expert_hidden": [8], "tower_hidden": [4], "num_cross_layers": 2}
+    return ModelConfig(**{**base, **kw})
+
+
+def inputs(batch: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(0, 5, (batch,), generator=g), torch.randint(0, 4, (batch,), generator=g)], 1)
+    multi = torch.randint(0, 6, (batch, 1, 3), generator=g)
+    dense = torch.randn(batch, 2, generator=g)
+    return cat, multi, dense
+
+
+# ----------------------------------------------------------------------------- CrossNetV2
+def _randomise_biases(net: CrossNetV2) -> None:
+    with torch.no_grad():
+        for b in net.biases:
+            b.normal_()
+
+
+def test_crossnet_v2_full_rank_matches_formula(seeded: None) -> None:
+    net = CrossNetV2(in_dim=6, num_layers=3, num_experts=2)
+    _randomise_biases(net)  # biases start at zero; make them count
+    x0 = torch.randn(5, 6)
+    out = net(x0)
+    assert out.shape == (2, 5, 6)
+    for e in range(2):
+        x = x0.clone()
+        for layer in range(3):
+            w = net.weights[layer][e]  # (d_in, d_out)
+            b = net.biases[layer][e, 0]  # (d,)
+            x = x0 * (x @ w + b) + x
+        torch.testing.assert_close(out[e], x, rtol=1e-5, atol=1e-6)
+
+
+def test_crossnet_v2_low_rank_matches_formula(seeded: None) -> None:
+    net = CrossNetV2(in_dim=6, num_layers=2, low_rank=2, num_experts=3)
+    _randomise_biases(net)
+    assert net.weights is None
+    assert tuple(net.v[0].shape) == (3, 6, 2) and tuple(net.u[0].shape) == (3, 2, 6)
+    x0 = torch.randn(4, 6)
+    out = net(x0)
+    assert out.shape == (3, 4, 6)
+    for e in range(3):
+        x = x0.clone()
+        for layer in range(2):
+            x = x0 * (x @ net.v[layer][e] @ net.u[layer][e] + net.biases[layer][e, 0]) + x
+        torch.testing.assert_close(out[e], x, rtol=1e-5, atol=1e-6)
+
+
+def test_crossnet_v2_takes_one_input_per_expert(seeded: None) -> None:
+    net = CrossNetV2(in_dim=3, num_layers=1, num_experts=2)
+    x0 = torch.randn(2, 4, 3)  # (E, B, d)
+    out = net(x0)
+    for e in range(2):
+        expected = x0[e] * (x0[e] @ net.weights[0][e] + net.biases[0][e, 0]) + x0[e]
+        torch.testing.assert_close(out[e], expected)
+
+
+def test_crossnet_v2_with_zero_weights_doubles_input() -> None:
+    """W = 0, b = 0: x1 = x0 ⊙ 0 + x0 = x0; with b = 1: x1 = x0 ⊙ 1 + x0 = 2 x0."""
+    net = CrossNetV2(in_dim=3, num_layers=1, num_experts=1)
+    with torch.no_grad():
+        net.weights[0].zero_()
+        net.biases[0].fill_(1.0)
+    x0 = torch.tensor([[1.0, -2.0, 3.0]])
+    torch.testing.assert_close(net(x0)[0], 2 * x0)
+
+
+# ----------------------------------------------------------------------------- GroupedMLP
+def test_grouped_mlp_matches_per_group_linear_layers(seeded: None) -> None:
+    mlp = GroupedMLP(num_groups=3, in_dim=5, hidden=[4, 2], last_activation=False)
+    x = torch.randn(3, 6, 5)
+    out = mlp(x)
+    assert out.shape == (3, 6, 2)
+    for g in range(3):
+        h = torch.relu(x[g] @ mlp.weights[0][g] + mlp.biases[0][g, 0])
+        expected = h @ mlp.weights[1][g] + mlp.biases[1][g, 0]
+        torch.testing.assert_close(out[g], expected, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- FeatureEmbedding
+def test_feature_embedding_shape_and_layout(seeded: None) -> None:
+    emb = FeatureEmbedding(SPEC, embedding_dim=D)
+    assert emb.out_dim == IN_DIM
+    cat, multi, dense = inputs()
+    out = emb(cat, multi, dense)
+    assert out.shape == (5, IN_DIM)
+    assert out.dtype == torch.float32
+    # categorical field j reads row id + offset_j of the shared table
+    torch.testing.assert_close(out[:, :D], emb.cat_table.weight[cat[:, 0]])
+    torch.testing.assert_close(out[:, D : 2 * D], emb.cat_table.weight[cat[:, 1] + 5])
+    torch.testing.assert_close(out[:, -2:], dense)
+
+
+def test_feature_embedding_mean_pools_present_ids_only(seeded: None) -> None:
+    emb = FeatureEmbedding(SPEC, embedding_dim=D)
+    cat = torch.tensor([[2, 2], [2, 2]])
+    multi = torch.tensor([[[3, 5, 0]], [[4, 0, 0]]])  # padding 0 is ignored
+    out = emb(cat, multi, torch.zeros(2, 2))
+    pooled = out[:, 2 * D : 3 * D]
+    table = emb.multi_table.weight
+    torch.testing.assert_close(pooled[0], (table[3] + table[5]) / 2)
+    torch.testing.assert_close(pooled[1], table[4])
+
+
+def test_b15_empty_multi_valued_cell_pools_to_zeros(seeded: None) -> None:
+    emb = FeatureEmbedding(SPEC, embedding_dim=D)
+    with torch.no_grad():
+        emb.multi_table.weight[0].fill_(7.0)  # even a non-zero padding row must not leak in
+    cat = torch.tensor([[2, 2]])
+    out = emb(cat, torch.zeros(1, 1, 3, dtype=torch.long), torch.zeros(1, 2))
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0, 2 * D : 3 * D], torch.zeros(D))
+
+
+def test_b15_empty_cell_gives_finite_model_output_and_gradients(seeded: None) -> None:
+    model = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    cat = torch.tensor([[2, 2], [3, 1]])
+    multi = torch.tensor([[[0, 0, 0]], [[2, 3, 0]]])
+    out = model(cat, multi, torch.zeros(2, 2))
+    assert torch.isfinite(out.logits).all()
+    out.logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_feature_embedding_refuses_spec_without_inputs() -> None:
+    empty = InputSpec((), (), (), (), 1, ())
+    with pytest.raises(ValueError, match="at least one"):
+        FeatureEmbedding(empty, embedding_dim=D)
+
+
+def test_feature_embedding_dense_only_spec_runs() -> None:
+    """B18: only dense features: the model runs on the dense vector."""
+    spec = InputSpec((), (), (), (), 1, ("bid_price", "dwell_sec"))
+    model = CAMoE(spec, num_tasks=2, config=tiny_model_config())
+    out = model(torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, 1, dtype=torch.long), torch.randn(3, 2))
+    assert out.logits.shape == (3, 2)
+    assert torch.isfinite(out.logits).all()
+
+
+# ----------------------------------------------------------------------------- ExpertBank / TaskGates
+@pytest.mark.parametrize("expert_type", ["dcn", "mlp"])
+def test_expert_bank_shape(seeded: None, expert_type: str) -> None:
+    bank = ExpertBank(IN_DIM, num_experts=3, hidden=[8, 5], expert_type=expert_type)
+    out = bank(torch.randn(7, IN_DIM))
+    assert out.shape == (3, 7, 5)
+    assert bank.out_dim == 5
+    assert (out >= 0).all()  # ReLU after the last expert layer
+    assert (bank.cross is None) == (expert_type == "mlp")
+
+
+def test_expert_bank_rejects_unknown_type() -> None:
+    with pytest.raises(ValueError, match="expert_type"):
+        ExpertBank(IN_DIM, num_experts=2, hidden=[4], expert_type="transformer")
+
+
+def test_task_gates_shape_and_rows_sum_to_one(seeded: None) -> None:
+    gates = TaskGates(IN_DIM, num_tasks=3, num_experts=4)
+    g = gates(torch.randn(6, IN_DIM) * 5)
+    assert g.shape == (6, 3, 4)
+    assert (g >= 0).all()
+    torch.testing.assert_close(g.sum(-1), torch.ones(6, 3))
+
+
+# ----------------------------------------------------------------------------- CAMoE assembly
+def test_camoe_output_shapes_and_gates(seeded: None) -> None:
+    model = CAMoE(SPEC, num_tasks=3, config=tiny_model_config())
+    out = model(*inputs(batch=5))
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == (5, 3)
+    assert out.gate_weights.shape == (5, 3, 3)
+    assert out.embeddings is not None and out.embeddings.shape == (5, 3, D)
+    torch.testing.assert_close(out.gate_weights.sum(-1), torch.ones(5, 3))
+    assert torch.isfinite(out.logits).all()
+
+
+def test_camoe_forward_matches_paper_equations(seeded: None) -> None:
+    """logit_t = tower_t(Σ_e g_{t,e} · expert_e(x0)), computed by hand from the blocks."""
+    model = CAMoE(SPEC, num_tasks=2, config=tiny_model_config()).eval()
+    cat, multi, dense = inputs(batch=4, seed=3)
+    out = model(cat, multi, dense)
+    x0 = model.embedding(cat, multi, dense)  # (B, d)
+    h = model.experts(x0)  # (E, B, H)
+    g = model.gates(x0)  # (B, T, E)
+    for t in range(2):
+        z = sum(g[:, t, e : e + 1] * h[e] for e in range(3))  # (B, H)
+        hidden = torch.relu(z @ model.towers.weights[0][t] + model.towers.biases[0][t, 0])
+        logit = (hidden @ model.towers.weights[1][t] + model.towers.biases[1][t, 0])[:, 0]
+        torch.testing.assert_close(out.logits[:, t], logit, rtol=1e-5, atol=1e-6)
+
+
+def test_camoe_init_output_bias_sets_last_tower_bias() -> None:
+    model = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    model.init_output_bias(torch.tensor([-3.0, -5.0]))
+    assert model.towers.biases[-1].flatten().tolist() == [-3.0, -5.0]
+
+
+def test_build_model_registry() -> None:
+    assert MODELS["camoe"] is CAMoE
+    assert isinstance(build_model(tiny_model_config(), SPEC, 2), CAMoE)
+    with pytest.raises(ValueError, match="camoe"):
+        build_model(tiny_model_config(name="nope"), SPEC, 2)
+
+
+def test_camoe_rejects_zero_tasks() -> None:
+    with pytest.raises(ValueError, match="num_tasks"):
+        CAMoE(SPEC, num_tasks=0, config=tiny_model_config())
+
+
+# ----------------------------------------------------------------------------- B05
+def _expert_tensors(model: CAMoE) -> list[torch.Tensor]:
+    """Every per-expert stacked parameter of the expert bank (leading dim E)."""
+    bank = model.experts
+    tensors = [*bank.cross.weights, *bank.mlp.weights, *bank.mlp.biases]
+    return [t.detach().clone() for t in tensors]
+
+
+def _assert_experts_pairwise_distinct(tensors: list[torch.Tensor], num_experts: int) -> None:
+    for i, j in itertools.combinations(range(num_experts), 2):
+        diff = max(float((t[i] - t[j]).abs().max()) for t in tensors)
+        assert diff > 0, f"experts {i} and {j} are identical"
+        for t in tensors:  # each stacked tensor separately, too
+            if t[i].numel() and t[i].abs().sum() > 0:
+                assert float((t[i] - t[j]).abs().max()) > 0, f"experts {i}, {j} share a tensor of shape {tuple(t.shape)}"
+
+
+def test_b05_experts_initialised_differently(seeded: None) -> None:
+    model = CAMoE(SPEC, num_tasks=3, config=tiny_model_config(num_experts=3))
+    _assert_experts_pairwise_distinct(_expert_tensors(model), 3)
+    # gates differ per expert too: the gate projection rows of one task are not identical
+    w = model.gates.proj.weight.detach().view(3, 3, -1)  # (T, E, d)
+    for i, j in itertools.combinations(range(3), 2):
+        assert float((w[:, i] - w[:, j]).abs().max()) > 0
+
+
+def test_b05_experts_still_distinct_after_one_training_step(make_config, b04_rows) -> None:
+    import camoe
+
+    cfg = make_config(train={"epochs": 1, "batch_size": 8}, model={"num_experts": 3})
+    pipe = camoe.CTRPipeline(cfg).fit(b04_rows)
+    assert pipe.train_result_ is not None and pipe.train_result_.steps == 1
+    _assert_experts_pairwise_distinct(_expert_tensors(pipe.model_), 3)
+
+
+def test_b05_different_seeds_give_different_init() -> None:
+    torch.manual_seed(1)
+    a = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    torch.manual_seed(2)
+    b = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    torch.manual_seed(1)
+    c = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    assert not torch.equal(a.experts.mlp.weights[0], b.experts.mlp.weights[0])
+    for (name, pa), (_, pc) in zip(a.state_dict().items(), c.state_dict().items()):
+        assert torch.equal(pa, pc), name
+
+
+# ----------------------------------------------------------------------------- contract over every registered model
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("expert_type", ["dcn", "mlp"])
+def test_registered_model_contract(name: str, expert_type: str) -> None:
+    from camoe.training import masked_bce
+
+    cfg = tiny_model_config(name=name, expert_type=expert_type, low_rank=2, dropout=0.2)
+    torch.manual_seed(0)
+    model = build_model(cfg, SPEC, 3)
+    cat, multi, dense = inputs(batch=6, seed=1)
+    model.eval()
+    out = model(cat, multi, dense)
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == (6, 3) and out.gate_weights.shape == (6, 3, cfg.num_experts)
+    assert torch.isfinite(out.logits).all()
+    assert torch.equal(out.logits, model(cat, multi, dense).logits)  # eval mode is deterministic
+    torch.manual_seed(0)
+    twin = build_model(cfg, SPEC, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.state_dict().values()))
+    model.train()
+    mask = torch.zeros(6, 3)
+    mask[:, 0] = 1.0  # every row trains task 0 only
+    masked_bce(model(cat, multi, dense).logits, torch.tensor([1.0, 0.0] * 3), mask).total.backward()
+    for w in [*model.towers.weights, *model.towers.biases]:
+        assert torch.count_nonzero(w.grad[1:]) == 0

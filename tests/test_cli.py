@@ -1,0 +1,146 @@
+"""The ``camoe`` command line, run in-process through ``camoe.cli.main``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import camoe
+from camoe.cli import main
+
+TINY = {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]}
+
+
+def _write_config(tmp_path: Path, log_path: Path, **extra_train: object) -> Path:
+    raw = yaml.safe_load(camoe.demo_config_path().read_text())
+    raw["data"]["path"] = str(log_path)
+    raw["model"].update(TINY)
+    raw["train"].update({"batch_size": 512, "epochs": 3, **extra_train})
+    raw["output_dir"] = str(tmp_path / "unused_default_output")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """generate -> train once for the module; returns the paths involved."""
+    tmp = tmp_path_factory.mktemp("cli")
+    log = tmp / "log.parquet"
+    assert main(["generate", "--rows", "5000", "--seed", "3", "--output", str(log)]) == 0
+    frame = pd.read_parquet(log)
+    holdout = tmp / "holdout.csv"
+    frame.tail(1000).to_csv(holdout, index=False)
+    config = _write_config(tmp, log)
+    model = tmp / "model"
+    status = main(["train", str(config), "--set", "train.epochs=1", "--no-progress", "--output", str(model)])
+    return {"tmp": tmp, "log": log, "holdout": holdout, "config": config, "model": model, "status": status}
+
+
+def test_generate_writes_requested_rows(trained) -> None:
+    frame = pd.read_parquet(trained["log"])
+    assert len(frame) == 5000
+    assert {"ts", "user_id", "format", "interests", "click", "p_true"} <= set(frame.columns)
+    assert frame["ts"].is_monotonic_increasing
+
+
+def test_generate_csv(tmp_path, capsys) -> None:
+    out = tmp_path / "log.csv"
+    assert main(["generate", "--rows", "300", "--output", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 300
+    assert "300" in capsys.readouterr().out
+
+
+def test_train_writes_artifact_with_metrics_and_overrides(trained) -> None:
+    assert trained["status"] == 0
+    model = trained["model"]
+    for name in ("model.safetensors", "config.json", "encoder.json", "tasks.json", "metrics.json", "manifest.json"):
+        assert (model / name).is_file(), name
+    config = json.loads((model / "config.json").read_text())
+    assert config["train"]["epochs"] == 1  # --set override applied over the YAML's 3
+    assert config["model"]["embedding_dim"] == 4
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"audio", "video", "display"}
+    assert metrics["train"]["rows"] == 3500  # temporal split 70 / 10 / 20 of 5000
+    assert not (trained["tmp"] / "unused_default_output").exists()
+
+
+def test_evaluate_on_csv(trained, capsys) -> None:
+    out = trained["tmp"] / "eval_out"
+    status = main(["evaluate", str(trained["model"]), "--data", str(trained["holdout"]), "--output", str(out)])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sum(m["rows"] for m in metrics["tasks"].values()) == 1000
+    assert set(metrics["tasks"]) == {"audio", "video", "display"}
+    assert "AUC-PR" in capsys.readouterr().out
+
+
+def test_predict_writes_one_finite_pctr_per_row(trained, capsys) -> None:
+    out = trained["tmp"] / "p.csv"
+    assert main(["predict", str(trained["model"]), str(trained["holdout"]), "--output", str(out)]) == 0
+    pred = pd.read_csv(out)
+    assert len(pred) == 1000
+    assert pred["row"].tolist() == list(range(1000))
+    pctr = pred["pctr"].to_numpy()
+    assert np.isfinite(pctr).all() and ((pctr > 0) & (pctr < 1)).all()
+    holdout = pd.read_csv(trained["holdout"])
+    assert pred["format"].tolist() == holdout["format"].tolist()
+    modality = {f: f.split("_")[0] for f in holdout["format"].unique()}
+    assert pred["task"].tolist() == holdout["format"].map(modality).tolist()
+    loaded = camoe.CTRPipeline.load(trained["model"])
+    assert np.allclose(pctr, loaded.predict_proba(holdout), rtol=1e-6, atol=1e-12)
+    assert "pCTRs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "evaluate", "predict", "demo"])
+def test_subcommand_help_exits_zero(command, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+def test_top_level_help_and_version(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert camoe.__version__ in capsys.readouterr().out
+
+
+def test_bad_config_key_exits_2_naming_key(tmp_path, capsys) -> None:
+    config = _write_config(tmp_path, tmp_path / "log.parquet")
+    raw = yaml.safe_load(config.read_text())
+    raw["train"]["learning_rte"] = 0.1
+    config.write_text(yaml.safe_dump(raw))
+    status = main(["train", str(config), "--no-progress", "--output", str(tmp_path / "m")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "learning_rte" in err
+    assert "learning_rate" in err  # the accepted keys are listed
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_set_override_exits_2(tmp_path, capsys) -> None:
+    config = _write_config(tmp_path, tmp_path / "log.parquet")
+    status = main(["train", str(config), "--set", "model.num_expertz=3", "--no-progress"])
+    assert status == 2
+    assert "num_expertz" in capsys.readouterr().err
+
+
+def test_missing_data_file_exits_2(tmp_path, capsys) -> None:
+    config = _write_config(tmp_path, tmp_path / "no_such_log.parquet")
+    assert main(["train", str(config), "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    assert "no_such_log.parquet" in capsys.readouterr().err
+
+
+def test_evaluate_missing_artifact_exits_2(tmp_path, capsys) -> None:
+    assert main(["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path / "x.csv")]) == 2
+    assert "nope" in capsys.readouterr().err
