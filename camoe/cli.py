@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    return f"camoe: {category.__name__}: {message}\n"
+
+
 def _version() -> str:
     from camoe import __version__
 
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args))
     except (ConfigError, ArtifactError, ValueError, FileNotFoundError, FloatingPointError) as err:

@@ -29,6 +29,7 @@ __all__ = [
     "SchemaConfig",
     "SplitConfig",
     "TrainConfig",
+    "deep_merge",
     "load_config",
 ]
 
@@ -155,6 +156,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(4, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled weight decay
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decay to 0 over epochs × steps per epoch
     l2_embedding: float = Field(0.0, ge=0)  # extra L2 on looked-up embeddings, logged as its own loss part
     patience: int = Field(2, ge=1)  # early stopping: evaluations without a better mean validation AUC-PR
     eval_every_steps: int | None = Field(None, ge=1)  # None = evaluate at each epoch end
@@ -217,11 +219,11 @@ class RunConfig(_Strict):
         return self.model_dump(by_alias=True, mode="json")
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -239,7 +241,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
-    return _deep_merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), raw)
+    return deep_merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), raw)
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
@@ -297,7 +299,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: dict[str, Any] |
         raw, name = _read_yaml(path), str(path)
         raw.setdefault("_config_dir", str(path.resolve().parent))
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = deep_merge(raw, overrides)
     config_dir = raw.pop("_config_dir", None)
     try:
         cfg = RunConfig.model_validate(raw)

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import camoe
+from camoe.config import deep_merge
 from camoe.config import RunConfig
 
 COLUMNS = "ts,user_id,ad_id,format,device,interests,bid_price,dwell_sec,click"
@@ -60,16 +61,6 @@ TINY_MODEL = {
 }
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def base_config_dict() -> dict[str, Any]:
     """Plain config dict for the CASES.md columns (what a user would write in YAML)."""
     return {
@@ -92,7 +83,7 @@ def config_dict() -> Callable[..., dict[str, Any]]:
     """Factory: ``config_dict(**sections)`` -> the base dict with nested sections merged in."""
 
     def make(**updates: Any) -> dict[str, Any]:
-        return _deep_merge(base_config_dict(), updates)
+        return deep_merge(base_config_dict(), updates)
 
     return make
 
@@ -102,7 +93,7 @@ def make_config() -> Callable[..., RunConfig]:
     """Factory: ``make_config(train={"epochs": 1}, ...)`` -> validated ``RunConfig`` via ``camoe.load_config``."""
 
     def make(**updates: Any) -> RunConfig:
-        return camoe.load_config(_deep_merge(base_config_dict(), updates))
+        return camoe.load_config(deep_merge(base_config_dict(), updates))
 
     return make
 

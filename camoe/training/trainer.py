@@ -129,6 +129,10 @@ def train_model(
 
     n = len(train)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+        if config.lr_schedule == "cosine" else None
+    )
     result = TrainResult()
     best_state = _state_copy(model)
     bad_evals = 0
@@ -206,6 +210,8 @@ def train_model(
             if config.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(params, config.grad_clip_norm)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             step += 1
             rows_seen += len(batch)
             train_seconds += time.perf_counter() - t0
