@@ -60,6 +60,7 @@ class FeatureSpec(_Strict):
     out_of_range: Literal["error", "oov"] = "error"  # identity: strict error, or map to OOV and count
     separator: str = "|"  # multi_categorical: value separator inside one cell
     max_len: int = Field(8, ge=1)  # multi_categorical: values kept per row (first max_len)
+    pooling: Literal["mean", "sum"] = "mean"  # multi_categorical: how the row's value embeddings are pooled
     # numeric
     transform: Literal["standard", "log", "none"] = "standard"  # log = sign(x)·log1p(|x|), then standardise
     fill_value: float | None = None  # numeric missing value; None = training mean
@@ -132,6 +133,7 @@ class ModelConfig(_Strict):
     name: str = "camoe"  # key in camoe.model.MODELS
     embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
     embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
+    pairwise_dot: bool = True  # append the dot products of every pair of field embeddings to x0 (DLRM-style)
     num_experts: int = Field(4, ge=1)  # E
     expert_type: Literal["dcn", "mlp"] = "dcn"  # dcn = CrossNetV2 then MLP; mlp = MLP only (MMoE)
     num_cross_layers: int = Field(2, ge=1)  # cross layers per DCN expert (paper: 2-3)
@@ -165,6 +167,7 @@ class TrainConfig(_Strict):
     masking: bool = True  # False: every head trains on every row (other tasks' rows as-is), as peer libraries do
     loss_normalisation: Literal["per_task", "global"] = "per_task"  # per_task: mean over the task's rows
     task_weights: dict[str, float] = Field(default_factory=dict)  # lambda_t, default 1
+    entropy_weighting: bool = True  # lambda_t ∝ 1 / H(train CTR of task t): each head's loss counts as its NE
     uncertainty_weighting: bool = False  # Kendall et al. 2018 learned task weights (off by default)
     grad_clip_norm: float | None = Field(None, gt=0)
     num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default

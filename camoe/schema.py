@@ -29,6 +29,7 @@ class InputSpec:
         multi_cardinalities: table size per multi-valued feature (reserved ids included).
         max_len: L, values kept per multi-valued cell (padding id 0).
         dense_features: names of the N dense columns (missing indicators included), in ``dense`` order.
+        multi_pooling: "mean" or "sum" per multi-valued feature.
     """
 
     cat_features: tuple[str, ...]
@@ -37,6 +38,7 @@ class InputSpec:
     multi_cardinalities: tuple[int, ...]
     max_len: int
     dense_features: tuple[str, ...]
+    multi_pooling: tuple[str, ...] = ()
 
     @property
     def num_cat(self) -> int:

@@ -249,6 +249,7 @@ class FeatureEncoder:
             multi_cardinalities=tuple(self._cardinality(f) for f in self.multi_specs),
             max_len=max((f.max_len for f in self.multi_specs), default=1),
             dense_features=tuple(dense_names),
+            multi_pooling=tuple(f.pooling for f in self.multi_specs),
         )
 
     @staticmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from camoe.config import ModelConfig
-from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, TaskGates
+from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, PairwiseDot, TaskGates
 from camoe.model.camoe import CAMoE, ModelOutput
 from camoe.schema import InputSpec
 
@@ -17,6 +17,7 @@ __all__ = [
     "GroupedMLP",
     "MODELS",
     "ModelOutput",
+    "PairwiseDot",
     "TaskGates",
     "build_model",
 ]

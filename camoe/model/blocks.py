@@ -16,27 +16,54 @@ from torch import nn
 
 from camoe.schema import MISSING_ID, InputSpec
 
-__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "TaskGates"]
+__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "PairwiseDot", "TaskGates"]
+
+
+class PairwiseDot(nn.Module):
+    """Dot product of every pair of field embeddings (the DLRM interaction, Naumov et al. 2019, Sec. 2.2).
+
+    Exposes second-order matches (e.g. a user's pooled genre interests · the ad's category) to the experts directly,
+    which the cross layers would otherwise have to discover from sparse clicks.
+
+    Shape:
+        (B, P, D) with P = F + M fields -> (B, P·(P−1)/2).
+
+    Example:
+        >>> PairwiseDot(3)(torch.ones(2, 3, 4)).tolist()
+        [[4.0, 4.0, 4.0], [4.0, 4.0, 4.0]]
+    """
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        rows, cols = torch.triu_indices(num_fields, num_fields, offset=1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.out_dim = int(rows.numel())
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(fields, fields.transpose(1, 2))  # (B, P, P)
+        return gram[:, self.rows, self.cols]  # (B, P·(P−1)/2)
 
 
 class FeatureEmbedding(nn.Module):
     """Embeds categorical ids, mean-pools multi-valued ids and appends dense features.
 
     All single-valued tables live in one ``nn.Embedding`` addressed with per-feature offsets (one lookup for F
-    fields); the same for multi-valued tables. Multi-valued cells are mean-pooled over their non-padding ids; an empty
-    cell pools to the zero vector (no 0/0, case B15).
+    fields); the same for multi-valued tables. Multi-valued cells are mean-pooled (or summed, per feature) over their
+    non-padding ids; an empty cell pools to the zero vector (no 0/0, case B15).
 
     Args:
         spec: table sizes and column order from the fitted encoder (``FeatureEncoder.input_spec_``).
         embedding_dim: D.
         init_std: std of the normal initialisation of embedding rows.
+        pairwise_dot: also append the P·(P−1)/2 dot products of the P = F + M field embeddings (``PairwiseDot``).
 
     Shape:
-        cat_ids (B, F) int64, multi_ids (B, M, L) int64, dense (B, N) float32 -> (B, d) float32 with
-        d = F·D + M·D + N (``out_dim``).
+        cat_ids (B, F) int64, multi_ids (B, M, L) int64, dense (B, N) float32 -> x0 (B, d) float32 with
+        d = F·D + M·D + N (+ P·(P−1)/2) (``out_dim``).
     """
 
-    def __init__(self, spec: InputSpec, embedding_dim: int, init_std: float = 0.05) -> None:
+    def __init__(self, spec: InputSpec, embedding_dim: int, init_std: float = 0.05, pairwise_dot: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.embedding_dim = embedding_dim
@@ -50,7 +77,12 @@ class FeatureEmbedding(nn.Module):
         self.multi_table = nn.Embedding(max(sum(multi_sizes), 1), embedding_dim)
         nn.init.normal_(self.cat_table.weight, std=init_std)
         nn.init.normal_(self.multi_table.weight, std=init_std)
-        self.out_dim = (spec.num_cat + spec.num_multi) * embedding_dim + spec.num_dense
+        pooling = spec.multi_pooling or ("mean",) * spec.num_multi
+        self.register_buffer("multi_sum", torch.tensor([p == "sum" for p in pooling], dtype=torch.bool).view(1, -1, 1),
+                             persistent=False)  # (1, M, 1)
+        num_fields = spec.num_cat + spec.num_multi
+        self.pairwise = PairwiseDot(num_fields) if pairwise_dot and num_fields > 1 else None
+        self.out_dim = num_fields * embedding_dim + spec.num_dense + (self.pairwise.out_dim if self.pairwise else 0)
         if self.out_dim == 0:
             raise ValueError("the model has no inputs: declare at least one categorical, multi-valued or numeric feature")
 
@@ -62,13 +94,24 @@ class FeatureEmbedding(nn.Module):
         present = (multi_ids != MISSING_ID).unsqueeze(-1).to(cat_emb.dtype)  # (B, M, L, 1)
         multi_emb = self.multi_table(multi_ids + self.multi_offsets.view(1, -1, 1))  # (B, M, L, D)
         count = present.sum(dim=2).clamp_min(1.0)  # (B, M, 1); empty cell -> sum 0 / 1 = 0
+        count = torch.where(self.multi_sum, torch.ones_like(count), count)  # sum pooling: divide by 1
         pooled = (multi_emb * present).sum(dim=2) / count  # (B, M, D)
         return cat_emb, pooled
 
-    def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0 (B, d) and the field embeddings (B, F + M, D) it was built from."""
         cat_emb, pooled = self.lookup(cat_ids, multi_ids)
+        fields = torch.cat([cat_emb, pooled], dim=1)  # (B, F + M, D)
         batch = dense.shape[0]
-        return torch.cat([cat_emb.reshape(batch, -1), pooled.reshape(batch, -1), dense], dim=1)  # (B, d)
+        parts = [fields.reshape(batch, -1), dense]
+        if self.pairwise is not None:
+            parts.append(self.pairwise(fields))  # (B, P·(P−1)/2)
+        return torch.cat(parts, dim=1), fields  # (B, d)
+
+    def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return self.encode(cat_ids, multi_ids, dense)[0]
 
 
 def _init_stacked_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> None:

@@ -1,6 +1,7 @@
 """CAMoE: Cross-modal Adaptive Mixture-of-Experts (Verma, Chen, Mei, KDD 2025, arXiv 2506.18735).
 
-    x0      = embed(categorical ids, multi-valued ids, dense)          (B, d)
+    x0      = [embed(categorical ids, multi-valued ids), dense,
+               pairwise dots of field embeddings (optional, DLRM)]     (B, d)
     h_e     = expert_e(x0), expert = CrossNetV2 -> MLP                  (E, B, H)
     g_t     = softmax(W_t x0)                                          (B, T, E)
     z_t     = Σ_e g_{t,e} h_e                                          (T, B, H)
@@ -62,7 +63,7 @@ class CAMoE(nn.Module):
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         self.spec, self.num_tasks, self.config = spec, num_tasks, config
-        self.embedding = FeatureEmbedding(spec, config.embedding_dim, config.embedding_init_std)
+        self.embedding = FeatureEmbedding(spec, config.embedding_dim, config.embedding_init_std, config.pairwise_dot)
         d = self.embedding.out_dim
         self.experts = ExpertBank(
             d, config.num_experts, config.expert_hidden, config.expert_type, config.num_cross_layers,
@@ -82,11 +83,9 @@ class CAMoE(nn.Module):
         self.towers.biases[-1].copy_(logit.view(-1, 1, 1).to(self.towers.biases[-1].dtype))  # (T, 1, 1)
 
     def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
-        cat_emb, pooled = self.embedding.lookup(cat_ids, multi_ids)  # (B, F, D), (B, M, D)
-        batch = dense.shape[0]
-        x0 = torch.cat([cat_emb.reshape(batch, -1), pooled.reshape(batch, -1), dense], dim=1)  # (B, d)
+        x0, fields = self.embedding.encode(cat_ids, multi_ids, dense)  # (B, d), (B, F + M, D)
         h = self.experts(x0)  # (E, B, H)
         gates = self.gates(x0)  # (B, T, E)
         z = torch.einsum("bte,ebh->tbh", gates, h)  # (T, B, H)
         logits = self.towers(z).squeeze(-1).transpose(0, 1)  # (B, T)
-        return ModelOutput(logits=logits, gate_weights=gates, embeddings=torch.cat([cat_emb, pooled], dim=1))
+        return ModelOutput(logits=logits, gate_weights=gates, embeddings=fields)

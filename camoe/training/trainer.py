@@ -116,12 +116,15 @@ def train_model(
     mask_t = torch.as_tensor(mask, dtype=torch.float32)  # (K, T)
     if not config.masking:
         mask_t = torch.ones_like(mask_t)
+    row_tasks = mask_t[train.format_ids]  # (N, T)
+    clicks = (row_tasks * train.labels.unsqueeze(1)).sum(0)  # (T,)
+    ctr = ((clicks + 0.5) / (row_tasks.sum(0) + 1.0)).clamp(1e-6, 1 - 1e-6)  # (T,) smoothed; empty task -> 0.5
     weights = torch.tensor([config.task_weights.get(t, 1.0) for t in tasks], dtype=torch.float32)  # (T,)
+    if config.entropy_weighting:
+        inv_entropy = 1.0 / -(ctr * ctr.log() + (1 - ctr) * (1 - ctr).log())  # (T,)
+        weights = weights * inv_entropy / inv_entropy.mean()
     init_bias = getattr(model, "init_output_bias", None)
     if callable(init_bias):
-        rows = mask_t[train.format_ids]  # (N, T)
-        clicks = (rows * train.labels.unsqueeze(1)).sum(0)  # (T,)
-        ctr = ((clicks + 0.5) / (rows.sum(0) + 1.0)).clamp(1e-6, 1 - 1e-6)  # smoothed; empty task -> 0.5
         init_bias(torch.log(ctr / (1 - ctr)))
     log_vars = nn.Parameter(torch.zeros(len(tasks))) if config.uncertainty_weighting else None
     params = list(model.parameters()) + ([log_vars] if log_vars is not None else [])
