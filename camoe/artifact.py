@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 __all__ = ["ArtifactError", "ArtifactParts", "load_artifact", "save_artifact", "schema_fingerprint", "write_json"]
 
 WEIGHTS = "model.safetensors"
+REQUIRED = (WEIGHTS, "config.json", "encoder.json", "tasks.json")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -138,6 +139,11 @@ def load_artifact(folder: str | Path) -> ArtifactParts:
     if not manifest_path.is_file():
         raise ArtifactError(f"{folder}: not a camoe artifact ({MANIFEST} missing)")
     manifest = _read_json(manifest_path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ArtifactError(f"{manifest_path}: malformed manifest (expected an object with 'files')")
+    missing = [n for n in REQUIRED if n not in manifest["files"]]
+    if missing:
+        raise ArtifactError(f"{manifest_path}: the manifest does not cover {missing}; the artifact was altered")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{folder}: artifact format {manifest.get('format_version')} is not {FORMAT_VERSION}")
     for name, expected in manifest["files"].items():
@@ -150,11 +156,20 @@ def load_artifact(folder: str | Path) -> ArtifactParts:
                 f"{path}: checksum mismatch (manifest {expected[:12]}…, file {actual[:12]}…): the file was truncated "
                 f"or altered after saving"
             )
-    return ArtifactParts(
-        weights=load_file(str(folder / WEIGHTS)),
-        config=_read_json(folder / "config.json"),
-        encoder=_read_json(folder / "encoder.json"),
-        tasks=_read_json(folder / "tasks.json"),
-        metrics=_read_json(folder / "metrics.json") if "metrics.json" in manifest["files"] else None,
-        manifest=manifest,
-    )
+    try:
+        parts = ArtifactParts(
+            weights=load_file(str(folder / WEIGHTS)),
+            config=_read_json(folder / "config.json"),
+            encoder=_read_json(folder / "encoder.json"),
+            tasks=_read_json(folder / "tasks.json"),
+            metrics=_read_json(folder / "metrics.json") if "metrics.json" in manifest["files"] else None,
+            manifest=manifest,
+        )
+        fingerprint = schema_fingerprint(parts.encoder)
+    except (KeyError, TypeError, ValueError, OSError) as err:  # safetensors errors subclass these
+        raise ArtifactError(f"{folder}: unreadable artifact ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - e.g. SafetensorError for a damaged weights file
+        raise ArtifactError(f"{folder}: unreadable artifact ({type(err).__name__}: {err})") from None
+    if fingerprint != manifest.get("schema_fingerprint"):
+        raise ArtifactError(f"{folder}: encoder.json does not match the manifest's schema fingerprint")
+    return parts

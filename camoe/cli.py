@@ -6,7 +6,7 @@ Every command has ``--help``. Errors in the user's data or config print one clea
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 import warnings
@@ -42,17 +42,37 @@ def _add_common_train(p: argparse.ArgumentParser) -> None:
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     import yaml
 
+    from camoe.config import ConfigError
+
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--set expects KEY=VALUE, got '{pair}'")
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=2), got '{pair}'")
         key, value = pair.split("=", 1)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' was already set to a value, not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: value is not valid YAML ({err})") from None
     return out
+
+
+def _check_output_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output {path} exists and is a file; give a folder path")
+
+
+def _check_output_file(path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--output {p} is a folder; give a file name ending in .csv or .parquet")
+    if any(parent.exists() and not parent.is_dir() for parent in p.parents):
+        raise ValueError(f"--output {p}: a parent path is a file, not a folder")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -62,7 +82,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     frame = generate_log(SyntheticConfig(rows=args.rows, seed=args.seed))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fmt = args.format or ("csv" if out.suffix == ".csv" else "parquet")
+    fmt = args.format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(out.suffix)
+    if fmt is None:
+        raise ValueError(f"--output {out}: name the file .parquet or .csv, or pass --format")
     if fmt == "csv":
         frame.to_csv(out, index=False)
     else:
@@ -79,6 +101,7 @@ def _train(config_path: str | Path, overrides: dict[str, Any], output: str | Non
 
     cfg = load_config(config_path, overrides)
     out = Path(output or cfg.output_dir)
+    _check_output_dir(out)
     t0 = time.perf_counter()
     pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry)
     result = pipe.train_result_
@@ -99,18 +122,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from camoe.artifact import write_json
-    from camoe.data.readers import read_table
     from camoe.evaluation.report import format_table
     from camoe.pipeline import CTRPipeline
-    from camoe.run import load_splits
+    from camoe.run import load_splits, read_for_config
 
     pipe = CTRPipeline.load(args.artifact)
     if args.data:
-        frame, split = read_table(args.data, pipe.config.data.reader), Path(args.data).name
+        frame, split = read_for_config(pipe.config, args.data), Path(args.data).name
     else:
         frame, split = load_splits(pipe.config)[args.split], args.split
+    if len(frame) == 0:
+        raise ValueError(f"{args.data or args.split}: no rows to evaluate")
     metrics = pipe.evaluate(frame, split=split)
     out = Path(args.output or Path(args.artifact) / f"eval_{Path(split).stem}")
+    _check_output_dir(out)
     write_json(out / "metrics.json", metrics)
     _print(format_table(metrics))
     skipped = metrics["macro"]["skipped"]
@@ -123,11 +148,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from camoe.data.readers import read_table
     from camoe.pipeline import CTRPipeline
+    from camoe.run import read_for_config
 
+    _check_output_file(args.output)
     pipe = CTRPipeline.load(args.artifact)
-    frame = read_table(args.data, args.reader)
+    frame = read_for_config(pipe.config, args.data, None if args.reader == "auto" else args.reader)
+    missing = [c for c in args.keep or [] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{args.data}: --keep columns {missing} not found; columns: {list(frame.columns)}")
     pctr = pipe.predict_proba(frame, source=str(args.data))
     assert pipe.layout_ is not None and pipe.last_encoding_ is not None
     formats = frame[pipe.config.schema.format].astype(str).str.strip()
@@ -148,6 +177,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import camoe
 
+    if args.rows < 10_000:
+        raise ValueError(f"--rows {args.rows}: the demo needs at least 10,000 rows for a train/valid/test split")
     out = Path(args.output)
     log_path = out / "log.parquet"
     _print(f"[1/3] generating the synthetic audio-centric log ({args.rows:,} rows, seed {args.seed})")
@@ -228,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, ArtifactError, ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"camoe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - last resort: one line, not a traceback; CAMOE_DEBUG=1 re-raises
+        if os.environ.get("CAMOE_DEBUG"):
+            raise
+        print(f"camoe {args.command}: error: {type(err).__name__}: {err} (set CAMOE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 2
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=(), allow_inf_nan=False)
 
 
 class FeatureSpec(_Strict):
@@ -58,7 +58,7 @@ class FeatureSpec(_Strict):
     hash_buckets: int | None = Field(None, ge=1)  # hash: number of buckets (table size = buckets + 2)
     num_ids: int | None = Field(None, ge=1)  # identity: ids are pre-encoded integers in [0, num_ids)
     out_of_range: Literal["error", "oov"] = "error"  # identity: strict error, or map to OOV and count
-    separator: str = "|"  # multi_categorical: value separator inside one cell
+    separator: str = Field("|", min_length=1)  # multi_categorical: value separator inside one cell
     max_len: int = Field(8, ge=1)  # multi_categorical: values kept per row (first max_len)
     pooling: Literal["mean", "sum"] = "mean"  # multi_categorical: how the row's value embeddings are pooled
     # numeric
@@ -74,6 +74,8 @@ class FeatureSpec(_Strict):
             raise ValueError(f"feature '{self.name}': encoding 'hash' needs hash_buckets (e.g. 100000)")
         if self.encoding == "identity" and self.num_ids is None:
             raise ValueError(f"feature '{self.name}': encoding 'identity' needs num_ids (the table size)")
+        if self.type == "multi_categorical" and self.encoding == "identity":
+            raise ValueError(f"feature '{self.name}': multi_categorical supports encoding vocab or hash, not identity")
         if self.type == "numeric" and self.encoding != "vocab":
             raise ValueError(f"feature '{self.name}': numeric features take no encoding (got '{self.encoding}')")
         return self
@@ -166,7 +168,7 @@ class TrainConfig(_Strict):
     shuffle: bool = True
     masking: bool = True  # False: every head trains on every row (other tasks' rows as-is), as peer libraries do
     loss_normalisation: Literal["per_task", "global"] = "per_task"  # per_task: mean over the task's rows
-    task_weights: dict[str, float] = Field(default_factory=dict)  # lambda_t, default 1
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # lambda_t, default 1
     entropy_weighting: bool = True  # lambda_t ∝ 1 / H(train CTR of task t): each head's loss counts as its NE
     uncertainty_weighting: bool = False  # Kendall et al. 2018 learned task weights (off by default)
     grad_clip_norm: float | None = Field(None, gt=0)
@@ -211,7 +213,7 @@ class RunConfig(_Strict):
     output_dir: str = "runs/latest"
     _config_dir: str | None = PrivateAttr(None)  # folder of the YAML file, for relative data paths
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=(), allow_inf_nan=False)
 
     @property
     def schema(self) -> SchemaConfig:  # type: ignore[override]
@@ -237,8 +239,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ConfigError(f"config {path}: 'base' chain loops back to itself")
-    with path.open() as fh:
-        raw = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            raw = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at top level, got {type(raw).__name__}")
     base = raw.pop("base", None)

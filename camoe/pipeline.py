@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -58,7 +60,7 @@ def _labels(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isin(values, (0.0, 1.0))
     if bad.any():
-        counts = raw[bad].astype(str).value_counts().head(5).to_dict()
+        counts = raw[bad].astype(object).where(raw[bad].notna(), "<missing>").astype(str).value_counts().head(5).to_dict()
         raise ValueError(
             f"{source}: label column '{column}' must hold 0 or 1; {int(bad.sum())} rows hold other values "
             f"(value: rows) {counts}"
@@ -173,6 +175,10 @@ class CTRPipeline:
             per_task = {t: m["auc_pr"] for t, m in result["tasks"].items()}
             return result["macro"]["auc_pr"], {"auc_pr": per_task}
 
+        empty = [t for t, n in zip(self.layout_.tasks, (self.layout_.mask[train_batch.format_ids.numpy()]).sum(0)) if n == 0]
+        if empty:
+            warnings.warn(f"tasks {empty} have no training rows: their heads stay untrained and score at init",
+                          stacklevel=2)
         self.train_result_ = train_model(
             self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
             valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
@@ -205,8 +211,6 @@ class CTRPipeline:
         self, logits: np.ndarray, labels: np.ndarray, formats: np.ndarray, true_prob: np.ndarray | None, split: str,
         quiet: bool = False,
     ) -> dict[str, Any]:
-        import warnings
-
         assert self.layout_ is not None
         with warnings.catch_warnings():
             if quiet:
@@ -226,13 +230,38 @@ class CTRPipeline:
             raise RuntimeError("CTRPipeline is not fitted")
         batch = self.encode(frame, split)
         assert batch.labels is not None and self.layout_ is not None and self.last_encoding_ is not None
-        true_col = self.config.schema.true_prob
-        true_prob = frame[true_col].to_numpy(dtype=np.float64) if true_col and true_col in frame.columns else None
+        true_prob = self._true_prob(frame, split)
         formats = np.array(self.layout_.formats)[batch.format_ids.numpy()]
         result = self._metrics(predict_logits(self.model_, batch), batch.labels.numpy(), formats, true_prob, split)
         result["split"] = split
         result["oov"] = dict(self.last_encoding_.oov_counts)
         return result
+
+    def _true_prob(self, frame: pd.DataFrame, split: str) -> np.ndarray | None:
+        column = self.config.schema.true_prob
+        if column is None:
+            return None
+        if column not in frame.columns:
+            warnings.warn(f"{split}: true_prob column '{column}' (schema.true_prob) not found; no oracle metrics",
+                          stacklevel=3)
+            return None
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~((values >= 0) & (values <= 1))
+        if bad.any():
+            raise ValueError(f"{split}: true_prob column '{column}' must hold probabilities in [0, 1]; "
+                             f"{int(bad.sum())} rows do not (e.g. {frame[column][bad].astype(str).head(3).tolist()})")
+        return values
+
+    def check_rows(self, frame: pd.DataFrame, source: str) -> None:
+        """Cheap checks that need no fitted state: label and format columns (used before training)."""
+        _labels(frame, self.config.schema.label, source)
+        formats = _format_names(frame, self.config.schema.format, source)
+        table = self.config.formats
+        if table is not None:
+            unknown = sorted(set(formats) - set(table))
+            if unknown:
+                raise ValueError(f"{source}: ad formats {unknown} are not in the config's formats table; "
+                                 f"known formats: {list(table)}")
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
@@ -266,10 +295,10 @@ class CTRPipeline:
         pipe = cls(cfg)
         try:
             pipe.encoder_ = FeatureEncoder.from_state(cfg.schema, parts.encoder)
-        except ValueError as err:
-            raise ArtifactError(f"{folder}: {err}") from None
-        pipe.layout_ = TaskLayout.from_dict(parts.tasks)
-        pipe.format_attributes_ = parts.tasks.get("format_attributes", {})
+            pipe.layout_ = TaskLayout.from_dict(parts.tasks)
+            pipe.format_attributes_ = parts.tasks.get("format_attributes", {})
+        except (ValueError, KeyError, TypeError) as err:
+            raise ArtifactError(f"{folder}: encoder or task state unreadable ({type(err).__name__}: {err})") from None
         assert pipe.encoder_.input_spec_ is not None
         pipe.model_ = build_model(cfg.model, pipe.encoder_.input_spec_, len(pipe.layout_.tasks))
         try:

@@ -13,11 +13,24 @@ from camoe.data.readers import read_table
 from camoe.data.split import split_frame
 from camoe.pipeline import CTRPipeline
 
-__all__ = ["load_splits", "train_and_evaluate"]
+__all__ = ["load_splits", "read_for_config", "train_and_evaluate"]
+
+
+def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None) -> pd.DataFrame:
+    """Read a file with the config's reader and options; categorical columns of CSV files are read as text."""
+    text_columns = [f.name for f in cfg.schema.features if f.type != "numeric" and f.encoding != "identity"]
+    text_columns.append(cfg.schema.format)
+    return read_table(resolve_path(cfg, str(path)), reader or cfg.data.reader, text_columns=text_columns,
+                      **cfg.data.reader_options)
+
+
+def _source(cfg: RunConfig, split: str) -> str:
+    path = {"test": cfg.data.test_path, "valid": cfg.data.valid_path}.get(split)
+    return f"{split} ({path})" if path else f"{split} split of {cfg.data.path or 'the frame'}"
 
 
 def _read(cfg: RunConfig, path: str) -> pd.DataFrame:
-    return read_table(resolve_path(cfg, path), cfg.data.reader, **cfg.data.reader_options)
+    return read_for_config(cfg, path)
 
 
 def load_splits(cfg: RunConfig, frame: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
@@ -60,7 +73,10 @@ def train_and_evaluate(
         ``<output_dir>/metrics.json``).
     """
     splits = load_splits(cfg, frame)
-    pipe = CTRPipeline(cfg).fit(splits["train"], splits["valid"], progress=progress, log=log)
+    pipe = CTRPipeline(cfg)
+    for name, rows in splits.items():  # fail on bad labels / formats in any split before training, not after
+        pipe.check_rows(rows, _source(cfg, name))
+    pipe = pipe.fit(splits["train"], splits["valid"], progress=progress, log=log)
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         if len(splits[split]):

@@ -177,6 +177,11 @@ class FeatureEncoder:
     @staticmethod
     def _split_multi(series: pd.Series, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Explode a multi-valued column: (row index, position in row, value string), positions < max_len."""
+        if series.dtype == object and series.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+            # list cells (a DataFrame of lists, or a Parquet list column) -> the separator form
+            series = series.map(
+                lambda v: spec.separator.join(str(x) for x in v) if isinstance(v, (list, tuple, np.ndarray)) else v
+            )
         text = series.astype("string").fillna("")
         parts = text.str.split(spec.separator, regex=False)
         values = parts.explode().astype("string").str.strip()
@@ -206,8 +211,14 @@ class FeatureEncoder:
             if spec.type == "numeric":
                 x = self._transform_raw(spec, _numeric_values(series, spec.name, source))
                 finite = np.isfinite(x)
-                mean = float(x[finite].mean()) if finite.any() else 0.0
-                std = float(x[finite].std()) if finite.sum() > 1 else 1.0
+                with np.errstate(over="ignore", invalid="ignore"):
+                    mean = float(x[finite].mean()) if finite.any() else 0.0
+                    std = float(x[finite].std()) if finite.sum() > 1 else 1.0
+                if not (np.isfinite(mean) and np.isfinite(std)):
+                    raise ValueError(
+                        f"{source}: numeric feature '{spec.name}' reaches |x| = {np.abs(x[finite]).max():.3g}; its "
+                        f"mean / std overflow float64. Use transform: log, or fix the values"
+                    )
                 self.mean_[spec.name] = mean
                 self.std_[spec.name] = std if std > 1e-12 else 1.0
                 if spec.fill_value is not None:
@@ -293,16 +304,15 @@ class FeatureEncoder:
         if not np.all(vals == np.round(vals)):
             bad = vals[vals != np.round(vals)][:5].tolist()
             raise ValueError(f"{source}: pre-encoded id feature '{spec.name}' holds non-integer ids {bad}")
-        vals = vals.astype(np.int64)
-        out_of_range = (vals < 0) | (vals >= spec.num_ids)
+        out_of_range = (vals < 0) | (vals >= spec.num_ids)  # checked on floats: no int64 overflow
         if out_of_range.any() and spec.out_of_range == "error":
-            bad = np.unique(vals[out_of_range])[:5].tolist()
+            bad = [int(v) if abs(v) < 2**62 else v for v in np.unique(vals[out_of_range])[:5].tolist()]
             raise ValueError(
                 f"{source}: feature '{spec.name}' has ids {bad} outside the table [0, {spec.num_ids}) "
                 f"in {int(out_of_range.sum())} rows (table size {spec.num_ids}); fix the ids, raise num_ids, or set "
                 f"out_of_range: oov to map them to the OOV id and count them"
             )
-        ids[present] = np.where(out_of_range, OOV_ID, vals + NUM_RESERVED)
+        ids[present] = np.where(out_of_range, OOV_ID, np.where(out_of_range, 0, vals).astype(np.int64) + NUM_RESERVED)
         return ids
 
     def transform(self, frame: pd.DataFrame, source: str = "data") -> EncodedFeatures:

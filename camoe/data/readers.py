@@ -7,6 +7,7 @@ Errors name the file: a malformed CSV line gives its line number, an empty or co
 from __future__ import annotations
 
 import glob
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,8 @@ def expand_paths(path: str | Path) -> list[Path]:
     if any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
     elif Path(text).is_dir():
-        files = sorted(p for p in Path(text).rglob("*") if p.is_file() and p.name.endswith(_PARQUET_SUFFIXES))
-        if not files:
-            files = sorted(p for p in Path(text).rglob("*") if p.is_file() and p.name.endswith(_CSV_SUFFIXES))
+        suffixes = _PARQUET_SUFFIXES + _CSV_SUFFIXES
+        files = sorted(p for p in Path(text).rglob("*") if p.is_file() and p.name.endswith(suffixes))
     elif Path(text).is_file():
         files = [Path(text)]
     else:
@@ -42,8 +42,13 @@ def expand_paths(path: str | Path) -> list[Path]:
     return files
 
 
-def _read_csv(file: Path, options: dict[str, Any]) -> pd.DataFrame:
-    opts = {"sep": "\t" if file.name.endswith(".tsv") else ",", **options}
+def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> pd.DataFrame:
+    # Only empty cells are missing: "NA", "null", "None" stay literal category values. Columns in text_columns
+    # (categorical features) are read as text so "007" stays "007" and large integer ids keep every digit.
+    opts = {"sep": "\t" if file.name.endswith(".tsv") else ",", "keep_default_na": False, "na_values": [""], **options}
+    if text_columns and "dtype" not in options:
+        header = pd.read_csv(file, nrows=0, sep=opts["sep"]).columns
+        opts["dtype"] = {c: str for c in text_columns if c in header}
     try:
         frame = pd.read_csv(file, **opts)
     except pd.errors.EmptyDataError:
@@ -51,7 +56,12 @@ def _read_csv(file: Path, options: dict[str, Any]) -> pd.DataFrame:
     except pd.errors.ParserError as err:
         raise ValueError(f"{file}: malformed CSV: {err}") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise ValueError(f"{file}: not UTF-8 text ({err.reason}); save it as UTF-8 or pass reader_options "
+                         f"{{encoding: latin-1}}") from None
+    except TypeError as err:
+        raise ValueError(f"{file}: invalid CSV reader option ({err}); see pandas.read_csv") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{file}: cannot read ({type(err).__name__}: {err})") from None
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
     if unnamed and frame[unnamed].isna().all().all():
         frame = frame.drop(columns=unnamed)  # trailing commas
@@ -59,35 +69,41 @@ def _read_csv(file: Path, options: dict[str, Any]) -> pd.DataFrame:
 
 
 def _read_parquet(files: list[Path], options: dict[str, Any]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    unknown = sorted(set(options) - {"columns"})
+    if unknown:
+        raise ValueError(f"Parquet reader options {unknown} are not supported; accepted: ['columns']")
+    names = None
     for file in files:
         if file.stat().st_size == 0:
             raise ValueError(f"{file}: the Parquet file is empty (0 bytes)")
+        try:
+            file_names = pq.read_schema(file).names
+        except Exception as err:  # noqa: BLE001 - any failure means the footer is unreadable
+            raise ValueError(f"{file}: not a readable Parquet file ({err})") from None
+        if names is None:
+            names, first = file_names, file
+        elif set(file_names) != set(names):
+            raise ValueError(f"{file}: columns differ from {first}: missing {sorted(set(names) - set(file_names))}, "
+                             f"extra {sorted(set(file_names) - set(names))}")
     try:
         dataset = ds.dataset([str(f) for f in files], format="parquet")
         table = dataset.to_table(columns=options.get("columns"))
     except (pa.ArrowInvalid, OSError) as err:
-        bad = _first_bad_parquet(files)
-        raise ValueError(f"{bad or files[0]}: not a readable Parquet file ({err})") from None
+        raise ValueError(f"{files[0].parent}: cannot read the Parquet files ({str(err).splitlines()[0]})") from None
     return table.to_pandas()
 
 
-def _first_bad_parquet(files: list[Path]) -> Path | None:
-    import pyarrow.parquet as pq
-
-    for file in files:
-        try:
-            pq.ParquetFile(file).metadata  # noqa: B018 - reading the footer is the check
-        except Exception:  # noqa: BLE001 - any failure marks this file as the corrupt one
-            return file
-    return None
-
-
-def read_table(source: str | Path | pd.DataFrame, reader: str = "auto", **options: Any) -> pd.DataFrame:
+def read_table(
+    source: str | Path | pd.DataFrame, reader: str = "auto", text_columns: list[str] | None = None, **options: Any
+) -> pd.DataFrame:
     """Read an impression log into a DataFrame.
 
     Args:
         source: DataFrame (returned as a copy), CSV/Parquet file, folder of such files, or glob.
         reader: ``auto`` (by suffix), ``csv``, ``parquet``, ``open_bandit`` or ``ipinyou_fm``.
+        text_columns: CSV columns to read as text (the schema's categorical features).
         options: passed to the reader (``pandas.read_csv`` keywords for CSV; ``columns`` for Parquet).
 
     Returns:
@@ -112,6 +128,11 @@ def read_table(source: str | Path | pd.DataFrame, reader: str = "auto", **option
     if reader == "parquet":
         return _read_parquet(files, options)
     if reader == "csv":
-        frames = [_read_csv(f, options) for f in files]
+        frames = [_read_csv(f, options, text_columns or []) for f in files]
+        for f, frame in zip(files[1:], frames[1:]):
+            if set(frame.columns) != set(frames[0].columns):
+                raise ValueError(f"{f}: columns differ from {files[0]}: missing "
+                                 f"{sorted(set(frames[0].columns) - set(frame.columns))}, extra "
+                                 f"{sorted(set(frame.columns) - set(frames[0].columns))}")
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     raise ValueError(f"unknown reader '{reader}'; choose auto, csv, parquet, open_bandit or ipinyou_fm")

@@ -26,12 +26,16 @@ def timestamp_values(frame: pd.DataFrame, column: str, source: str = "data") -> 
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
     else:
-        parsed = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+        # one format inferred for the whole column (no per-value guessing of day/month order)
+        parsed = pd.to_datetime(series, utc=True, errors="coerce")
         bad = parsed.isna().to_numpy()
         values = np.where(bad, 0, parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64))
     if bad.any():
         examples = series[bad].astype(str).unique()[:5].tolist()
-        raise ValueError(f"{source}: timestamp column '{column}' has {int(bad.sum())} missing or unparseable values, e.g. {examples}")
+        raise ValueError(
+            f"{source}: timestamp column '{column}' has {int(bad.sum())} missing or unparseable values, e.g. {examples}; "
+            f"use epoch numbers or one date format (ISO 8601) for every row"
+        )
     return np.asarray(values)
 
 

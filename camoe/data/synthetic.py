@@ -46,11 +46,11 @@ class FormatSpec:
 DEFAULT_FORMATS: tuple[FormatSpec, ...] = (
     FormatSpec("audio_music", "audio", "music", "in_stream", 0.45, 0.003),
     FormatSpec("audio_podcast", "audio", "podcast", "in_stream", 0.25, 0.002),
-    FormatSpec("video_takeover", "video", "music", "takeover", 0.06, 0.015),
-    FormatSpec("video_sponsored_session", "video", "music", "sponsored", 0.04, 0.025),
+    FormatSpec("video_takeover", "video", "music", "takeover", 0.07, 0.015),
+    FormatSpec("video_sponsored_session", "video", "music", "sponsored", 0.05, 0.025),
     FormatSpec("video_podcast", "video", "podcast", "in_stream", 0.05, 0.008),
-    FormatSpec("display_leaderboard", "display", "music", "banner", 0.08, 0.004),
-    FormatSpec("display_homepage", "display", "none", "homepage", 0.07, 0.006),
+    FormatSpec("display_leaderboard", "display", "music", "banner", 0.07, 0.004),
+    FormatSpec("display_homepage", "display", "none", "homepage", 0.06, 0.006),
 )
 
 GENRES = ("pop", "rock", "hiphop", "jazz", "classical", "electronic", "country", "latin",
@@ -75,15 +75,15 @@ class SyntheticConfig:
     days: int = 14
     start_ts: int = 1_767_225_600  # 2026-01-01 00:00:00 UTC, seconds
     in_focus_share: float = 0.3
-    user_propensity_std: float = 0.15  # per-user part, learnable only through user_id
-    demographic_effect_std: float = 0.45  # age bucket and country parts of the propensity
+    user_propensity_std: float = 0.08  # per-user part, learnable only through user_id
+    demographic_effect_std: float = 0.5  # age bucket and country parts of the propensity
     modality_affinity_std: float = 0.35  # age bucket × modality part of the modality affinity
-    user_modality_std: float = 0.1  # per-user part of the modality affinity
+    user_modality_std: float = 0.05  # per-user part of the modality affinity
     focus_effect: dict[str, float] = field(default_factory=lambda: {"audio": 0.15, "video": 1.3, "display": 1.1})
     genre_match: dict[str, float] = field(default_factory=lambda: {"music": 0.7, "podcast": 1.0, "none": 0.4})
-    cross3_std: float = 0.5  # scale of hour-bucket × device × modality (product of unit-normal factors)
-    cross2_std: float = 0.4  # scale of age bucket × ad category (product of unit-normal factors)
-    ad_quality_std: float = 0.1  # per ad: barely learnable from ad_id, like real creative noise
+    cross3_std: float = 0.6  # scale of hour-bucket × device × modality (product of unit-normal factors)
+    cross2_std: float = 0.5  # scale of age bucket × ad category (product of unit-normal factors)
+    ad_quality_std: float = 0.05  # per ad: barely learnable from ad_id, like real creative noise
     advertiser_std: float = 0.3
     session_effect: float = 0.25  # per std of log session minutes, audio formats only
 

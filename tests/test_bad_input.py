@@ -1,0 +1,119 @@
+"""Bad input found by breaking the tools: each kind keeps a test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import camoe
+from camoe.artifact import ArtifactError
+from camoe.cli import main
+from camoe.data.readers import read_table
+from camoe.run import read_for_config
+
+CSV = """ts,user_id,ad_id,format,device,interests,bid_price,dwell_sec,click
+1700000000,u1,007,audio,NA,music,0.5,10,1
+1700000001,u2,7,audio,null,news,0.4,3,0
+1700000002,u3,9007199254740993,video,None,sports,0.9,20,0
+1700000003,u4,9007199254740992,video,web,sports,0.8,1,1
+1700000004,u5,a5,display,web,,0.1,0,1
+1700000005,u6,a6,display,ios,news,0.2,2,0
+"""
+
+
+def _config() -> camoe.RunConfig:
+    return camoe.load_config({
+        "schema": {"features": [
+            {"name": "ad_id", "type": "categorical"},
+            {"name": "device", "type": "categorical"},
+            {"name": "interests", "type": "multi_categorical"},
+            {"name": "bid_price", "type": "numeric"},
+        ]},
+        "formats": {"audio": {"modality": "audio"}, "video": {"modality": "video"}, "display": {"modality": "display"}},
+        "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
+        "train": {"epochs": 1, "batch_size": 4},
+        "data": {"split": {"method": "random", "valid_fraction": 0.0, "test_fraction": 0.0}},
+    })
+
+
+def test_csv_keeps_literal_na_strings_and_id_digits(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(CSV)
+    frame = read_for_config(_config(), path)
+    assert frame["device"].tolist()[:3] == ["NA", "null", "None"]  # category values, not missing
+    assert frame["ad_id"].tolist()[:4] == ["007", "7", "9007199254740993", "9007199254740992"]  # no digits lost
+    assert frame["interests"].isna().tolist() == [False] * 4 + [True, False]  # only empty cells are missing
+    pipe = camoe.CTRPipeline(_config()).fit(frame)
+    assert {"NA", "null", "None", "007", "7"} <= set(pipe.encoder_.vocab_["device"] + pipe.encoder_.vocab_["ad_id"])
+
+
+def test_list_cells_equal_separator_cells() -> None:
+    cfg = _config()
+    rows = pd.read_csv(pd.io.common.StringIO(CSV), dtype=str, keep_default_na=False, na_values=[""])
+    pipe = camoe.CTRPipeline(cfg).fit(rows)
+    as_lists = rows.copy()
+    as_lists["interests"] = [["music"], ["news"], ["sports"], ["sports"], [], ["news"]]
+    np.testing.assert_array_equal(pipe.predict_proba(rows), pipe.predict_proba(as_lists))
+
+
+def test_mixed_and_inconsistent_folders_are_refused(tmp_path: Path) -> None:
+    frame = pd.read_csv(pd.io.common.StringIO(CSV))
+    frame.to_parquet(tmp_path / "a.parquet")
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ValueError, match="mixes CSV and Parquet"):
+        read_table(tmp_path)
+    other = tmp_path / "csvs"
+    other.mkdir()
+    frame.to_csv(other / "a.csv", index=False)
+    frame.drop(columns=["device"]).to_csv(other / "b.csv", index=False)
+    with pytest.raises(ValueError, match=r"b\.csv: columns differ.*missing \['device'\]"):
+        read_table(other)
+
+
+def test_overflowing_numeric_feature_is_named() -> None:
+    frame = pd.read_csv(pd.io.common.StringIO(CSV))
+    frame.loc[0, "bid_price"] = 1e300
+    with pytest.raises(ValueError, match="'bid_price'.*overflow"):
+        camoe.CTRPipeline(_config()).fit(frame)
+
+
+def test_nan_label_is_counted() -> None:
+    frame = pd.read_csv(pd.io.common.StringIO(CSV))
+    frame.loc[1, "click"] = np.nan
+    with pytest.raises(ValueError, match="<missing>"):
+        camoe.CTRPipeline(_config()).fit(frame)
+
+
+def test_artifact_manifest_must_cover_files_and_fingerprint(tmp_path: Path) -> None:
+    frame = pd.read_csv(pd.io.common.StringIO(CSV))
+    pipe = camoe.CTRPipeline(_config()).fit(frame)
+    folder = pipe.save(tmp_path / "model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]["encoder.json"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="does not cover"):
+        camoe.CTRPipeline.load(folder)
+
+
+def test_cli_bad_set_and_paths_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tmp_path / "none.yaml"), "--set", "train.epochs"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {path: [unclosed\n")
+    assert main(["train", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["generate", "--rows", "10", "--output", str(tmp_path / "g.txt")]) == 2
+    assert ".parquet or .csv" in capsys.readouterr().err
+
+
+def test_config_rejects_non_finite_and_negative_weights() -> None:
+    base = {"schema": {"features": [{"name": "d", "type": "categorical"}]}}
+    for train in ({"learning_rate": float("inf")}, {"task_weights": {"audio": -5.0}}):
+        with pytest.raises(camoe.ConfigError):
+            camoe.load_config({**base, "train": train})
+    with pytest.raises(camoe.ConfigError, match="separator"):
+        camoe.load_config({"schema": {"features": [{"name": "i", "type": "multi_categorical", "separator": ""}]}})
