@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="generate the synthetic log, train CAMoE, compare with the oracle")
-    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--rows", type=int, default=4_000_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")

@@ -135,7 +135,7 @@ class ModelConfig(_Strict):
     name: str = "camoe"  # key in camoe.model.MODELS
     embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
     embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
-    pairwise_dot: bool = True  # append the dot products of every pair of field embeddings to x0 (DLRM-style)
+    pairwise_dot: bool = False  # append the dot products of every pair of field embeddings to x0 (DLRM-style)
     num_experts: int = Field(4, ge=1)  # E
     expert_type: Literal["dcn", "mlp"] = "dcn"  # dcn = CrossNetV2 then MLP; mlp = MLP only (MMoE)
     num_cross_layers: int = Field(2, ge=1)  # cross layers per DCN expert (paper: 2-3)

@@ -80,7 +80,7 @@ class SyntheticConfig:
     modality_affinity_std: float = 0.35  # age bucket × modality part of the modality affinity
     user_modality_std: float = 0.05  # per-user part of the modality affinity
     focus_effect: dict[str, float] = field(default_factory=lambda: {"audio": 0.15, "video": 1.3, "display": 1.1})
-    genre_match: dict[str, float] = field(default_factory=lambda: {"music": 0.7, "podcast": 1.0, "none": 0.4})
+    genre_match: dict[str, float] = field(default_factory=lambda: {"music": 0.4, "podcast": 0.6, "none": 0.3})
     cross3_std: float = 0.6  # scale of hour-bucket × device × modality (product of unit-normal factors)
     cross2_std: float = 0.5  # scale of age bucket × ad category (product of unit-normal factors)
     ad_quality_std: float = 0.05  # per ad: barely learnable from ad_id, like real creative noise
