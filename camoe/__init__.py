@@ -1,10 +1,11 @@
 """camoe: multi-format ad CTR prediction with CAMoE (Cross-modal Adaptive Mixture-of-Experts, KDD 2025).
 
-Quick start:
-    >>> import camoe                                                     # doctest: +SKIP
-    >>> cfg = camoe.load_config("my_log.yaml")                            # doctest: +SKIP
-    >>> pipe, metrics = camoe.train_and_evaluate(cfg)                     # doctest: +SKIP
-    >>> camoe.CTRPipeline.load(cfg.output_dir).predict_proba(frame)       # doctest: +SKIP
+Quick start (see the README for a runnable version)::
+
+    import camoe
+    cfg = camoe.load_config("my_log.yaml")
+    pipe, metrics = camoe.train_and_evaluate(cfg)
+    pctr = camoe.CTRPipeline.load(cfg.output_dir).predict_proba(frame)
 """
 
 from __future__ import annotations

@@ -62,6 +62,11 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bar only on a terminal (a log file would fill with carriage returns) and without --no-progress."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _check_output_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {path} exists and is a file; give a folder path")
@@ -116,7 +121,7 @@ def _train(config_path: str | Path, overrides: dict[str, Any], output: str | Non
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _train(args.config, _overrides(args.set), args.output, not args.no_progress)
+    _train(args.config, _overrides(args.set), args.output, _progress(args))
     return 0
 
 
@@ -185,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_generate(argparse.Namespace(rows=args.rows, seed=args.seed, output=str(log_path), format="parquet"))
     _print("[2/3] training CAMoE (DCN-v2 experts, modality grouping, adaptive loss masking)")
     overrides = {"data": {"path": str(log_path)}, "output_dir": str(out / "model"), **_overrides(args.set)}
-    _, metrics, model_dir = _train(camoe.demo_config_path(), overrides, None, not args.no_progress)
+    _, metrics, model_dir = _train(camoe.demo_config_path(), overrides, None, _progress(args))
     _print("[3/3] CAMoE vs the oracle (true click probability) on the test split, per modality:")
     for name, m in metrics["test"]["modality"].items():
         ratio = m["auc_pr"] / m["oracle_auc_pr"]
