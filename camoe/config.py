@@ -132,11 +132,12 @@ class GroupingConfig(_Strict):
 class ModelConfig(_Strict):
     """Network sizes. The paper publishes none of these; defaults are this project's choices."""
 
-    name: str = "camoe"  # key in camoe.model.MODELS
+    name: Literal["camoe", "mmoe", "shared_bottom", "cgc"] = "camoe"  # key in camoe.model.MODELS
     embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
     embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
     pairwise_dot: bool = False  # append the dot products of every pair of field embeddings to x0 (DLRM-style)
-    num_experts: int = Field(4, ge=1)  # E
+    num_experts: int = Field(4, ge=1)  # E (cgc: shared experts)
+    task_experts: int = Field(1, ge=1)  # cgc only: experts owned by each task
     expert_type: Literal["dcn", "mlp"] = "dcn"  # dcn = CrossNetV2 then MLP; mlp = MLP only (MMoE)
     num_cross_layers: int = Field(2, ge=1)  # cross layers per DCN expert (paper: 2-3)
     low_rank: int | None = Field(None, ge=1)  # W = U V^T with this rank; ≈ in_dim / 4 keeps accuracy

@@ -304,7 +304,9 @@ def test_registered_model_contract(name: str, expert_type: str) -> None:
     model.eval()
     out = model(cat, multi, dense)
     assert isinstance(out, ModelOutput)
-    assert out.logits.shape == (6, 3) and out.gate_weights.shape == (6, 3, cfg.num_experts)
+    num_experts = {"shared_bottom": 1, "cgc": cfg.num_experts + 3 * cfg.task_experts}.get(name, cfg.num_experts)
+    assert out.logits.shape == (6, 3) and out.gate_weights.shape == (6, 3, num_experts)
+    torch.testing.assert_close(out.gate_weights.sum(-1), torch.ones(6, 3))
     assert torch.isfinite(out.logits).all()
     assert torch.equal(out.logits, model(cat, multi, dense).logits)  # eval mode is deterministic
     torch.manual_seed(0)
@@ -316,3 +318,22 @@ def test_registered_model_contract(name: str, expert_type: str) -> None:
     masked_bce(model(cat, multi, dense).logits, torch.tensor([1.0, 0.0] * 3), mask).total.backward()
     for w in [*model.towers.weights, *model.towers.biases]:
         assert torch.count_nonzero(w.grad[1:]) == 0
+
+
+def test_cgc_gates_use_shared_and_own_experts_only() -> None:
+    cfg = tiny_model_config(name="cgc", num_experts=2, task_experts=1)
+    torch.manual_seed(0)
+    model = build_model(cfg, SPEC, 3)
+    gates = model(*inputs(batch=4, seed=2)).gate_weights  # (B, T, E) with E = 2 shared + 3 own
+    assert gates.shape == (4, 3, 5)
+    for t in range(3):
+        own = 2 + t
+        others = [e for e in range(2, 5) if e != own]
+        assert torch.all(gates[:, t, others] == 0) and torch.all(gates[:, t, [0, 1, own]] > 0)
+
+
+def test_mmoe_has_no_cross_layers_and_shared_bottom_one_expert() -> None:
+    torch.manual_seed(0)
+    assert build_model(tiny_model_config(name="mmoe", expert_type="dcn"), SPEC, 2).experts.cross is None
+    sb = build_model(tiny_model_config(name="shared_bottom"), SPEC, 2)
+    assert torch.equal(sb(*inputs(batch=3, seed=0)).gate_weights, torch.ones(3, 2, 1))

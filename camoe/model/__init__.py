@@ -6,11 +6,14 @@ from torch import nn
 
 from camoe.config import ModelConfig
 from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, PairwiseDot, TaskGates
-from camoe.model.camoe import CAMoE, ModelOutput
+from camoe.model.camoe import CGC, CAMoE, MMoE, ModelOutput, SharedBottom
 from camoe.schema import InputSpec
 
 __all__ = [
     "CAMoE",
+    "CGC",
+    "MMoE",
+    "SharedBottom",
     "CrossNetV2",
     "ExpertBank",
     "FeatureEmbedding",
@@ -22,7 +25,8 @@ __all__ = [
     "build_model",
 ]
 
-MODELS: dict[str, type[nn.Module]] = {"camoe": CAMoE}
+# Every entry is built from the same blocks (embedding, expert bank, gates, towers), so comparisons are fair.
+MODELS: dict[str, type[nn.Module]] = {"camoe": CAMoE, "mmoe": MMoE, "shared_bottom": SharedBottom, "cgc": CGC}
 
 
 def build_model(config: ModelConfig, spec: InputSpec, num_tasks: int) -> nn.Module:

@@ -254,15 +254,27 @@ class ExpertBank(nn.Module):
 class TaskGates(nn.Module):
     """One softmax gate per task over the E experts (MMoE, Ma et al. 2018, Eq. 5), from the shared input.
 
+    Args:
+        in_dim: d.
+        num_tasks: T.
+        num_experts: E.
+        allowed: optional (T, E) bool; a task's gate spreads only over its allowed experts (PLE/CGC,
+            Tang et al. 2020, Eq. 2: shared experts plus the task's own). None = every expert.
+
     Shape:
-        (B, d) -> (B, T, E), rows summing to 1.
+        (B, d) -> (B, T, E), rows summing to 1 (0 on experts a task may not use).
     """
 
-    def __init__(self, in_dim: int, num_tasks: int, num_experts: int) -> None:
+    def __init__(self, in_dim: int, num_tasks: int, num_experts: int, allowed: torch.Tensor | None = None) -> None:
         super().__init__()
         self.num_tasks, self.num_experts = num_tasks, num_experts
         self.proj = nn.Linear(in_dim, num_tasks * num_experts)
+        if allowed is not None and tuple(allowed.shape) != (num_tasks, num_experts):
+            raise ValueError(f"allowed must be (T, E) = ({num_tasks}, {num_experts}), got {tuple(allowed.shape)}")
+        self.register_buffer("allowed", allowed.bool() if allowed is not None else None, persistent=False)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         scores = self.proj(x0).view(-1, self.num_tasks, self.num_experts)  # (B, T, E)
+        if self.allowed is not None:
+            scores = scores.masked_fill(~self.allowed, float("-inf"))  # (B, T, E)
         return torch.softmax(scores, dim=-1)

@@ -21,7 +21,7 @@ from camoe.config import ModelConfig
 from camoe.model.blocks import ExpertBank, FeatureEmbedding, GroupedMLP, TaskGates
 from camoe.schema import InputSpec
 
-__all__ = ["CAMoE", "ModelOutput"]
+__all__ = ["CAMoE", "CGC", "MMoE", "ModelOutput", "SharedBottom"]
 
 
 @dataclass
@@ -58,7 +58,9 @@ class CAMoE(nn.Module):
         ((2, 2), (2, 2, 3))
     """
 
-    def __init__(self, spec: InputSpec, num_tasks: int, config: ModelConfig) -> None:
+    def __init__(
+        self, spec: InputSpec, num_tasks: int, config: ModelConfig, gate_allowed: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
@@ -69,7 +71,7 @@ class CAMoE(nn.Module):
             d, config.num_experts, config.expert_hidden, config.expert_type, config.num_cross_layers,
             config.low_rank, config.dropout,
         )
-        self.gates = TaskGates(d, num_tasks, config.num_experts)
+        self.gates = TaskGates(d, num_tasks, config.num_experts, gate_allowed)
         self.towers = GroupedMLP(num_tasks, self.experts.out_dim, [*config.tower_hidden, 1], config.dropout,
                                  last_activation=False)
 
@@ -89,3 +91,37 @@ class CAMoE(nn.Module):
         z = torch.einsum("bte,ebh->tbh", gates, h)  # (T, B, H)
         logits = self.towers(z).squeeze(-1).transpose(0, 1)  # (B, T)
         return ModelOutput(logits=logits, gate_weights=gates, embeddings=fields)
+
+
+class MMoE(CAMoE):
+    """MMoE baseline (Ma et al. 2018): the same assembly with MLP experts (no cross layers)."""
+
+    def __init__(self, spec: InputSpec, num_tasks: int, config: ModelConfig) -> None:
+        super().__init__(spec, num_tasks, config.model_copy(update={"expert_type": "mlp"}))
+
+
+class SharedBottom(CAMoE):
+    """Shared-bottom multi-task baseline (Caruana 1997): one shared network (``expert_type`` dcn or mlp), T towers.
+
+    Built as the assembly with a single expert, whose softmax gate is identically 1.
+    """
+
+    def __init__(self, spec: InputSpec, num_tasks: int, config: ModelConfig) -> None:
+        super().__init__(spec, num_tasks, config.model_copy(update={"num_experts": 1}))
+
+
+class CGC(CAMoE):
+    """PLE's customised gate control layer (Tang et al. 2020, Sec. 4.2): ``num_experts`` shared experts plus
+    ``task_experts`` experts owned by each task; task t's gate spreads over the shared experts and its own.
+
+    Experts are ordered [shared..., task 0's..., task 1's..., ...] in one batched bank (E = S + T·K).
+    """
+
+    def __init__(self, spec: InputSpec, num_tasks: int, config: ModelConfig) -> None:
+        shared, own = config.num_experts, config.task_experts
+        total = shared + num_tasks * own
+        allowed = torch.zeros(num_tasks, total, dtype=torch.bool)  # (T, E)
+        allowed[:, :shared] = True
+        for t in range(num_tasks):
+            allowed[t, shared + t * own : shared + (t + 1) * own] = True
+        super().__init__(spec, num_tasks, config.model_copy(update={"num_experts": total}), gate_allowed=allowed)
