@@ -28,6 +28,7 @@ from camoe.artifact import ArtifactError, load_artifact, save_artifact
 from camoe.batch import Batch
 from camoe.config import ConfigError, RunConfig
 from camoe.data.encoders import EncodedFeatures, FeatureEncoder
+from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_pairs
 from camoe.evaluation.metrics import evaluate_groups
 from camoe.grouping import TaskLayout, build_task_layout
 from camoe.model import build_model
@@ -95,6 +96,7 @@ class CTRPipeline:
         self.train_result_: TrainResult | None = None
         self.format_attributes_: dict[str, dict[str, str]] = {}
         self.last_encoding_: EncodedFeatures | None = None
+        self.diagnostics_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ data
     def _resolve_formats(self, formats: np.ndarray) -> dict[str, dict[str, str]]:
@@ -183,7 +185,37 @@ class CTRPipeline:
             self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
             valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
         )
+        self.diagnostics_ = self._gate_diagnostics(valid_batch if valid_batch is not None else train_batch)
         return self
+
+    @torch.no_grad()
+    def _gate_diagnostics(self, batch: Batch, max_rows: int = 200_000) -> dict[str, Any]:
+        """Mean gate weight per task and expert over the rows each task scores; warns on identical experts,
+        collapsed (> 95% on one expert) or exactly uniform gates (case B05)."""
+        assert self.model_ is not None and self.layout_ is not None
+        model, tasks = self.model_, self.layout_.tasks
+        task_of_format = torch.as_tensor(self.layout_.format_task_index)
+        sums = counts = None
+        for start in range(0, min(len(batch), max_rows), 65536):
+            part = batch.select(slice(start, min(start + 65536, max_rows)))
+            gates = model(part.cat_ids, part.multi_ids, part.dense).gate_weights  # (B, T, E)
+            task = task_of_format[part.format_ids]  # (B,)
+            own = gates[torch.arange(len(part)), task]  # (B, E)
+            if sums is None:
+                sums, counts = torch.zeros(len(tasks), own.shape[1]), torch.zeros(len(tasks))
+            sums.index_add_(0, task, own.float())
+            counts += torch.bincount(task, minlength=len(tasks)).float()
+        if sums is None or counts is None:
+            return {}
+        summary = gate_summary(sums.numpy(), counts.numpy(), tasks)
+        experts = getattr(model, "experts", None)
+        pairs = identical_pairs([p.detach().numpy() for p in experts.parameters()]) if experts is not None else []
+        allowed = getattr(model.gates, "allowed", None)
+        issues = gate_warnings(summary, allowed=None if allowed is None else allowed.numpy())
+        issues += [f"experts {i} and {j} have identical weights" for i, j in pairs]
+        for issue in issues:
+            warnings.warn(f"gate diagnostics: {issue}", stacklevel=3)
+        return {"mean_gate_weight": summary, "identical_experts": pairs, "warnings": issues}
 
     # ------------------------------------------------------------------ score
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -275,7 +307,8 @@ class CTRPipeline:
         return save_artifact(
             folder, self.model_.state_dict(), config, self.encoder_.state_dict(), tasks, metrics,
             extra={"train": {"history": history, "best_step": getattr(self.train_result_, "best_step", None),
-                             "rows_per_s": getattr(self.train_result_, "rows_per_s", None)}},
+                             "rows_per_s": getattr(self.train_result_, "rows_per_s", None),
+                             "gates": self.diagnostics_}},
         )
 
     @classmethod

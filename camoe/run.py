@@ -83,7 +83,8 @@ def train_and_evaluate(
             metrics[split] = pipe.evaluate(splits[split], split=split)
     out = Path(output_dir or cfg.output_dir)
     assert pipe.train_result_ is not None
-    summary = {**metrics.get("test", {}), "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,
-                                                    "rows_per_s": pipe.train_result_.rows_per_s}}
+    summary = {**metrics.get("test", {}), "gates": pipe.diagnostics_,
+               "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,
+                         "rows_per_s": pipe.train_result_.rows_per_s}}
     pipe.save(out, metrics=summary)
     return pipe, metrics

@@ -25,3 +25,28 @@ def test_fit_save_load_scores_identically(
     np.testing.assert_array_equal(pctr, again.predict_proba(b04_rows))
     loaded = camoe.CTRPipeline.load(pipe.save(tmp_path / name))
     np.testing.assert_array_equal(pctr, loaded.predict_proba(b04_rows))
+
+
+def test_b05_gate_diagnostics_report_and_warn(
+    make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    import torch
+
+    cfg = make_config(model={"num_experts": 3}, train={"epochs": 1, "batch_size": 8})
+    pipe = camoe.CTRPipeline(cfg).fit(b04_rows)
+    report = pipe.diagnostics_
+    assert set(report["mean_gate_weight"]) == {"audio", "video", "display"}
+    for weights in report["mean_gate_weight"].values():
+        assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-5
+    assert report["identical_experts"] == []  # independent random init per expert
+    # force identical experts and uniform gates: the diagnostic must say so
+    with torch.no_grad():
+        for p in pipe.model_.experts.parameters():
+            p[:] = p[0:1].clone()
+        pipe.model_.gates.proj.weight.zero_()
+        pipe.model_.gates.proj.bias.zero_()
+    batch = pipe.encode(b04_rows, "train")
+    with pytest.warns(UserWarning, match="identical weights"):
+        forced = pipe._gate_diagnostics(batch)
+    assert (0, 1) in forced["identical_experts"]
+    assert any("exactly uniform" in w for w in forced["warnings"])
