@@ -99,7 +99,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool) -> tuple[Any, Any, Path]:
+def _train(
+    config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False
+) -> tuple[Any, Any, Path]:
     from camoe.config import load_config
     from camoe.evaluation.report import format_table
     from camoe.run import train_and_evaluate
@@ -108,7 +110,7 @@ def _train(config_path: str | Path, overrides: dict[str, Any], output: str | Non
     out = Path(output or cfg.output_dir)
     _check_output_dir(out)
     t0 = time.perf_counter()
-    pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry)
+    pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry, resume=resume)
     result = pipe.train_result_
     _print(f"trained {cfg.model.name} ({cfg.model.expert_type} experts, grouping '{cfg.grouping.strategy}', "
            f"tasks {list(pipe.layout_.tasks)}) in {time.perf_counter() - t0:.1f} s, "
@@ -121,7 +123,7 @@ def _train(config_path: str | Path, overrides: dict[str, Any], output: str | Non
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _train(args.config, _overrides(args.set), args.output, _progress(args))
+    _train(args.config, _overrides(args.set), args.output, _progress(args), resume=args.resume)
     return 0
 
 
@@ -215,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train and evaluate a model from a YAML config; writes the artifact folder")
     p.add_argument("config", help="YAML run config (see camoe/configs/synthetic.yaml)")
     _add_common_train(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <output>/checkpoints/last.pt (written at each epoch end and every "
+                        "train.checkpoint_every_steps steps) after an interruption")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="per-format / per-task metrics of an artifact; writes metrics.json")

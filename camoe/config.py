@@ -174,6 +174,8 @@ class TrainConfig(_Strict):
     uncertainty_weighting: bool = False  # Kendall et al. 2018 learned task weights (off by default)
     grad_clip_norm: float | None = Field(None, gt=0)
     num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # also at each epoch end; resume with --resume
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (a time budget)
     negative_sampling_rate: float | None = Field(None, gt=0, le=1)  # w if negatives were kept at rate w
 
 

@@ -139,6 +139,8 @@ class CTRPipeline:
         valid: pd.DataFrame | None = None,
         progress: bool = False,
         log: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+        resume: bool = False,
     ) -> CTRPipeline:
         """Fit the encoder on ``train`` only, build the model from the encoder's table sizes, train.
 
@@ -147,6 +149,9 @@ class CTRPipeline:
             valid: validation rows for early stopping on mean task AUC-PR (optional).
             progress: show a progress bar.
             log: receives each evaluation's history entry.
+            checkpoint_path: training checkpoint file (see ``train_model``); None = no checkpoints.
+            resume: continue from ``checkpoint_path``. The encoder is refitted on the same rows, which gives the
+                same state, so the checkpoint's weights fit.
 
         Returns:
             self.
@@ -184,6 +189,7 @@ class CTRPipeline:
         self.train_result_ = train_model(
             self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
             valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
+            checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None, resume=resume,
         )
         self.diagnostics_ = self._gate_diagnostics(valid_batch if valid_batch is not None else train_batch)
         return self

@@ -65,6 +65,7 @@ def train_and_evaluate(
     output_dir: str | Path | None = None,
     progress: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
 ) -> tuple[CTRPipeline, dict[str, Any]]:
     """Train on the train split, early-stop on valid, evaluate on test, save the artifact with ``metrics.json``.
 
@@ -76,12 +77,13 @@ def train_and_evaluate(
     pipe = CTRPipeline(cfg)
     for name, rows in splits.items():  # fail on bad labels / formats in any split before training, not after
         pipe.check_rows(rows, _source(cfg, name))
-    pipe = pipe.fit(splits["train"], splits["valid"], progress=progress, log=log)
+    out = Path(output_dir or cfg.output_dir)
+    pipe = pipe.fit(splits["train"], splits["valid"], progress=progress, log=log,
+                    checkpoint_path=out / "checkpoints" / "last.pt", resume=resume)
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         if len(splits[split]):
             metrics[split] = pipe.evaluate(splits[split], split=split)
-    out = Path(output_dir or cfg.output_dir)
     assert pipe.train_result_ is not None
     summary = {**metrics.get("test", {}), "gates": pipe.diagnostics_,
                "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,

@@ -8,9 +8,11 @@ uses the global generator seeded here), so the same seed on CPU gives bit-identi
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,6 +87,8 @@ def train_model(
     score_fn: ScoreFn | None = None,
     progress: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
@@ -98,6 +102,11 @@ def train_model(
         score_fn: maps validation logits (N, T) to (score, details); higher is better (mean AUC-PR).
         progress: show a tqdm bar (rows/s, ETA).
         log: called with each history entry.
+        checkpoint_path: where to keep the training checkpoint (model, optimizer, scheduler, RNG states, data
+            position, early-stopping state), rewritten atomically every ``config.checkpoint_every_steps`` steps
+            and at each epoch end.
+        resume: continue from ``checkpoint_path`` if it exists; the result is bit-identical on CPU to a run
+            that was never interrupted.
 
     Returns:
         ``TrainResult``.
@@ -175,11 +184,48 @@ def train_model(
         bar.set_postfix(loss=entry["total"], valid_auc_pr=entry.get("valid_score"))
         return stop
 
+    def save_checkpoint(epoch: int, next_batch: int, epoch_rng: torch.Tensor) -> None:
+        assert checkpoint_path is not None
+        state = {
+            "format": 1, "epoch": epoch, "next_batch": next_batch, "step": step, "rows_seen": rows_seen,
+            "epoch_rng": epoch_rng, "torch_rng": torch.get_rng_state(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "log_vars": log_vars.detach().clone() if log_vars is not None else None,
+            "best_state": best_state, "best_score": result.best_score, "best_step": result.best_step,
+            "bad_evals": bad_evals, "history": result.history, "part_sums": part_sums, "part_counts": part_counts,
+        }
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = checkpoint_path.with_name(checkpoint_path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, checkpoint_path)  # atomic: a kill leaves the previous checkpoint intact
+
+    start_epoch, start_batch = 1, 0
+    resume_rng: torch.Tensor | None = None
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        ck = torch.load(checkpoint_path, weights_only=True)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None and ck["scheduler"] is not None:
+            scheduler.load_state_dict(ck["scheduler"])
+        if log_vars is not None and ck["log_vars"] is not None:
+            log_vars.data.copy_(ck["log_vars"])
+        best_state, bad_evals = ck["best_state"], ck["bad_evals"]
+        result.best_score, result.best_step, result.history = ck["best_score"], ck["best_step"], ck["history"]
+        part_sums, part_counts = ck["part_sums"], ck["part_counts"]
+        step, rows_seen = ck["step"], ck["rows_seen"]
+        start_epoch, start_batch, resume_rng = ck["epoch"], ck["next_batch"], ck["epoch_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        bar.update(rows_seen)
+
     stopped = False
     model.train()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(start_epoch, config.epochs + 1):
+        if resume_rng is not None and epoch == start_epoch:
+            generator.set_state(resume_rng)
+        epoch_rng = generator.get_state()
         order = torch.randperm(n, generator=generator) if config.shuffle else torch.arange(n)
-        for i in range(steps_per_epoch):
+        for i in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
             t0 = time.perf_counter()
             idx = order[i * config.batch_size : (i + 1) * config.batch_size]
             batch = train.select(idx)
@@ -226,8 +272,15 @@ def train_model(
                 if evaluate(epoch):
                     stopped = True
                     break
+            if checkpoint_path is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                save_checkpoint(epoch, i + 1, epoch_rng)
+            if config.max_steps is not None and step >= config.max_steps:
+                stopped = True
+                break
         if stopped or evaluate(epoch):
             break
+        if checkpoint_path is not None:
+            save_checkpoint(epoch + 1, 0, generator.get_state())
     bar.close()
     model.load_state_dict(best_state)
     model.eval()

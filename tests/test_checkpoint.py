@@ -1,0 +1,68 @@
+"""Crash-safe training: a run resumed from its checkpoint ends bit-identical to one never interrupted (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import camoe
+from camoe.config import deep_merge
+
+SMALL = {
+    "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4], "dropout": 0.1},
+    "train": {"epochs": 2, "batch_size": 256, "checkpoint_every_steps": 3, "patience": 5},
+}
+
+
+def _config(**extra: object) -> camoe.RunConfig:
+    return camoe.load_config(camoe.demo_config_path(), deep_merge(SMALL, extra))
+
+
+def test_resume_after_stop_is_bit_identical(synthetic_log: pd.DataFrame, tmp_path: Path) -> None:
+    cfg = _config()
+    splits = camoe.split_frame(synthetic_log, cfg.data.split, cfg.schema.timestamp)
+    full = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=tmp_path / "a.pt")
+    expected = full.predict_proba(splits["test"])
+
+    ck = tmp_path / "b.pt"
+    stopped = camoe.CTRPipeline(_config(train={"max_steps": 40})).fit(
+        splits["train"], splits["valid"], checkpoint_path=ck)  # "killed" at step 40; checkpoint from step 39
+    assert stopped.train_result_.steps == 40 and ck.is_file()
+    resumed = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=ck, resume=True)
+    assert resumed.train_result_.steps == full.train_result_.steps
+    np.testing.assert_array_equal(expected, resumed.predict_proba(splits["test"]))
+    assert [h["step"] for h in resumed.train_result_.history] == [h["step"] for h in full.train_result_.history]
+
+
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    log = tmp_path / "log.parquet"
+    camoe.generate_log(camoe.SyntheticConfig(rows=30_000, seed=1)).to_parquet(log)
+    config = tmp_path / "cfg.json"  # JSON is YAML
+    config.write_text(json.dumps(deep_merge(SMALL, {
+        "base": str(camoe.demo_config_path()), "data": {"path": str(log)},
+        "train": {"batch_size": 64, "checkpoint_every_steps": 20, "num_threads": 1},
+    })))
+    cmd = [sys.executable, "-m", "camoe", "train", str(config), "--no-progress", "--output"]
+    subprocess.run([*cmd, str(tmp_path / "full")], check=True, capture_output=True, timeout=300)
+
+    ck = tmp_path / "killed" / "checkpoints" / "last.pt"
+    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ck.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert ck.is_file() and not (tmp_path / "killed" / "manifest.json").exists()  # killed before finishing
+    subprocess.run([*cmd, str(tmp_path / "killed"), "--resume"], check=True, capture_output=True, timeout=300)
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    again = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert again["tasks"] == full["tasks"]  # identical metrics: at most one checkpoint interval was repeated
