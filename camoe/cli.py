@@ -164,7 +164,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     missing = [c for c in args.keep or [] if c not in frame.columns]
     if missing:
         raise ValueError(f"{args.data}: --keep columns {missing} not found; columns: {list(frame.columns)}")
-    pctr = pipe.predict_proba(frame, source=str(args.data))
+    if args.backend == "onnx":
+        from camoe.export import OnnxScorer, export_onnx
+
+        onnx_path = Path(args.artifact) / "onnx" / "model.onnx"
+        if not onnx_path.is_file():
+            export_onnx(pipe, onnx_path.parent)
+        pctr = OnnxScorer(pipe, onnx_path).predict_proba(frame, source=str(args.data))
+    else:
+        pctr = pipe.predict_proba(frame, source=str(args.data))
     assert pipe.layout_ is not None and pipe.last_encoding_ is not None
     formats = frame[pipe.config.schema.format].astype(str).str.strip()
     out = pd.DataFrame({"row": range(len(frame)), "format": formats.to_numpy(),
@@ -178,6 +186,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out.to_csv(args.output, index=False)
     oov = {k: v for k, v in pipe.last_encoding_.oov_counts.items() if v}
     _print(f"wrote {len(out):,} pCTRs to {args.output}; rows with out-of-vocabulary values per feature: {oov or 'none'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from camoe.export import export_onnx
+    from camoe.pipeline import CTRPipeline
+
+    out = Path(args.output or Path(args.artifact) / "onnx")
+    _check_output_dir(out)
+    path = export_onnx(CTRPipeline.load(args.artifact), out)
+    _print(f"wrote {path} and {out / 'inputs.json'} (inputs: cat_ids, multi_ids, dense, format_ids -> pctr)")
     return 0
 
 
@@ -235,7 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="predictions.csv", help=".csv or .parquet")
     p.add_argument("--reader", default="auto", help="auto | csv | parquet | open_bandit | ipinyou_fm")
     p.add_argument("--keep", nargs="*", help="input columns to copy into the output (e.g. an impression id)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: score with ONNX Runtime (exports <artifact>/onnx/model.onnx on first use)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export an artifact for serving (ONNX, dynamic batch)")
+    p.add_argument("artifact")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--output", help="folder for model.onnx and inputs.json (default: <artifact>/onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="generate the synthetic log, train CAMoE, compare with the oracle")
     p.add_argument("--rows", type=int, default=4_000_000)
