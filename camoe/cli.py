@@ -200,6 +200,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from camoe.pipeline import CTRPipeline
+    from camoe.serving import create_app
+
+    pipe = CTRPipeline.load(args.artifact)
+    scorer = None
+    if args.backend == "onnx":
+        from camoe.export import OnnxScorer, export_onnx
+
+        scorer = OnnxScorer(pipe, export_onnx(pipe, Path(args.artifact) / "onnx"))
+    app = create_app(pipe, max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates, scorer=scorer)
+    _print(f"serving {args.artifact} on http://{args.host}:{args.port} (POST /v1/score, GET /healthz, /v1/metadata, /metrics)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import camoe
 
@@ -263,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", help="folder for model.onnx and inputs.json (default: <artifact>/onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="HTTP scoring service for an artifact (FastAPI + uvicorn)")
+    p.add_argument("artifact")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="onnx")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--max-candidates", type=int, default=1000)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="generate the synthetic log, train CAMoE, compare with the oracle")
     p.add_argument("--rows", type=int, default=4_000_000)
