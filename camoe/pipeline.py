@@ -14,7 +14,7 @@ Example (the README's Python API):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,13 @@ def _labels(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def _format_names(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    if column not in frame.columns:
-        raise ValueError(f"{source}: format column '{column}' not found (schema.format); columns: {list(frame.columns)}")
-    raw = frame[column]
-    missing = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+def _format_names(frame: pd.DataFrame | Mapping[str, Sequence[Any]], column: str, source: str) -> np.ndarray:
+    if column not in _columns_of(frame):
+        raise ValueError(f"{source}: format column '{column}' not found (schema.format); columns: {_columns_of(frame)}")
+    names, missing = _categorical_strings(_column(frame, column))
     if missing.any():
         raise ValueError(f"{source}: format column '{column}' is empty in {int(missing.sum())} rows; every impression needs its ad format")
-    return raw.astype(str).str.strip().to_numpy(dtype=object)
+    return names
 
 
 class CTRPipeline:
@@ -111,8 +110,12 @@ class CTRPipeline:
             )
         return {f: dict(attrs) for f, attrs in table.items()}
 
-    def encode(self, frame: pd.DataFrame, source: str = "data", labels: bool = True) -> Batch:
+    def encode(
+        self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data", labels: bool = True
+    ) -> Batch:
         """Validate and encode rows into a ``Batch`` (features, format index, labels).
+
+        ``frame`` is a DataFrame or a mapping {column: N values} (see ``FeatureEncoder.transform``).
 
         Raises:
             ValueError: missing columns, unknown formats, labels outside {0, 1}, bad feature values (each message
@@ -229,14 +232,14 @@ class CTRPipeline:
         rate = self.config.train.negative_sampling_rate
         return correct_downsampling(p, rate) if rate is not None else p
 
-    def predict_task_proba(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
+    def predict_task_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
         """pCTR of every task head: (N, T), columns in ``layout_.tasks`` order (downsampling corrected once)."""
         if self.model_ is None:
             raise RuntimeError("CTRPipeline is not fitted")
         batch = self.encode(frame, source, labels=False)
         return self._probabilities(predict_logits(self.model_, batch))
 
-    def predict_proba(self, frame: pd.DataFrame, source: str = "data") -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
         """One pCTR per row from the row's own task head: (N,)."""
         if self.model_ is None or self.layout_ is None:
             raise RuntimeError("CTRPipeline is not fitted")

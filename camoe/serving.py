@@ -6,8 +6,8 @@
     GET  /v1/metadata  schema, formats, tasks, version
     GET  /metrics      Prometheus: request count by endpoint and status, latency histogram
 
-Each candidate row = context features overridden by the candidate's own; rows are encoded by the pipeline's
-``FeatureEncoder`` (the code used in training) and scored by their own task head, so a candidate's pCTR never
+Each candidate row = context features overridden by the candidate's own; the columns are encoded by the
+pipeline's ``FeatureEncoder`` (the code used in training, fed {column: values} instead of a DataFrame) and scored by their own task head, so a candidate's pCTR never
 depends on the other candidates. Errors: a malformed body, a wrong type or an unknown format -> 422 naming the
 field (unknown formats list the known ones); a body over ``max_body_bytes`` -> 413; too many candidates -> 422.
 """
@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -115,18 +114,20 @@ def create_app(
         unknown_ctx = sorted(set(body.context) - feature_names)
         if unknown_ctx:
             raise HTTPException(422, f"context: unknown features {unknown_ctx}; features: {sorted(feature_names)}")
-        rows = []
+        n = len(body.candidates)
+        columns: dict[str, list[Any]] = {name: [body.context.get(name)] * n for name in feature_names}
+        columns[schema.format] = [c.format for c in body.candidates]
         for i, cand in enumerate(body.candidates):
             if cand.format not in known_formats:
                 raise HTTPException(
                     422, f"candidates[{i}].format: unknown ad format '{cand.format}'; known formats: {list(layout.formats)}"
                 )
-            extra = cand.model_extra or {}
-            unknown = sorted(set(extra) - feature_names)
-            if unknown:
-                raise HTTPException(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
-            rows.append({**body.context, **extra, schema.format: cand.format})
-        frame = pd.DataFrame(rows, columns=sorted(feature_names | {schema.format}))
+            for name, value in (cand.model_extra or {}).items():
+                if name not in feature_names:
+                    unknown = sorted(set(cand.model_extra or {}) - feature_names)
+                    raise HTTPException(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
+                columns[name][i] = value  # the candidate's own value overrides the context's
+        frame = columns  # {column: N values}: encoded by the training encoder without building a DataFrame
         try:
             pctr = np.asarray(score_fn(frame, "request"), dtype=np.float64)
         except ValueError as err:

@@ -70,3 +70,61 @@ def test_health_metadata_and_prometheus(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'camoe_requests_total{endpoint="/v1/score",status="200"}' in text
     assert "camoe_request_latency_seconds_bucket" in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_path, config_dict, b04_rows) -> None:
+    """A `camoe serve` process (other PYTHONHASHSEED, hashed user_id, JSON values) scores each row exactly as batch
+    scoring of the same rows read from CSV (typed pandas columns): one encoder, no training/serving skew (B28)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    cfg = config_dict()
+    cfg["schema"]["features"][0] = {"name": "user_id", "type": "categorical", "encoding": "hash", "hash_buckets": 4}
+    pipe = camoe.CTRPipeline(camoe.load_config(cfg)).fit(b04_rows)
+    folder = pipe.save(tmp_path / "model")
+    scoring = b04_rows.copy()
+    scoring.loc[1, "device"] = "smart_tv"  # OOV (B09)
+    scoring.loc[2, "interests"] = ""  # empty multi-valued (B15)
+    scoring.loc[3, "bid_price"] = np.nan  # missing numeric
+    scoring.to_csv(tmp_path / "rows.csv", index=False)
+    expected = pipe.predict_proba(camoe.read_table(tmp_path / "rows.csv"))
+    port = _free_port()
+    env = {**os.environ, "PYTHONHASHSEED": "7"}
+    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
+                               "--backend", "torch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "camoe serve did not start"
+                time.sleep(0.2)
+        candidates = []
+        for _, row in scoring.iterrows():
+            interests = [] if row["interests"] == "" or pd.isna(row["interests"]) else str(row["interests"]).split("|")
+            bid = None if pd.isna(row["bid_price"]) else float(row["bid_price"])
+            candidates.append({"format": row["format"], "user_id": row["user_id"], "ad_id": row["ad_id"],
+                               "device": row["device"], "interests": interests, "bid_price": bid,
+                               "dwell_sec": int(row["dwell_sec"])})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/score", method="POST",
+                                         data=json.dumps({"candidates": candidates}).encode(),
+                                         headers={"content-type": "application/json"})
+        served = np.array([s["pctr"] for s in json.load(urllib.request.urlopen(request, timeout=30))["scores"]])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)

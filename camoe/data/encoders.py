@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 
 __all__ = ["EncodedFeatures", "FeatureEncoder", "stable_hash"]
 
+_SMALL = 4096  # inputs up to this many values take the per-value lookups (scoring requests)
 _HASH_KEY = "camoe-hash-v1.0."  # 16 bytes; changing it changes every hashed id
 
 
@@ -61,43 +63,105 @@ def stable_hash(values: np.ndarray, buckets: int) -> np.ndarray:
     return (hashed % np.uint64(buckets)).astype(np.int64)
 
 
-def _missing_mask(series: pd.Series) -> np.ndarray:
-    mask = series.isna().to_numpy()
-    if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
-        stripped = series.astype("string").str.strip()
-        mask = mask | (stripped == "").fillna(True).to_numpy(dtype=bool)
-    elif pd.api.types.is_float_dtype(series.dtype):
-        mask = mask | ~np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan))
-    return mask
+def _column(frame: Any, name: str) -> pd.Series | np.ndarray:
+    """Column ``name`` of a DataFrame or of a mapping {column: sequence of values}.
+
+    Typed pandas columns stay Series (vectorised pandas / Arrow string kernels, fast on millions of rows); object
+    columns and plain sequences (JSON values in the scoring service, list cells) become 1-D object arrays handled
+    value by value with the same rules, which is fast on the few hundred rows of a scoring request.
+    """
+    col = frame[name]
+    if isinstance(col, pd.Series):
+        if col.dtype != object:
+            return col
+        col = col.to_numpy(dtype=object)
+    if isinstance(col, np.ndarray) and col.dtype == object and col.ndim == 1:
+        return col
+    values = list(col)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):  # element-wise: equal-length list cells must not become a 2-D array
+        out[i] = v
+    return out
 
 
-def _as_category_strings(series: pd.Series) -> np.ndarray:
-    """Values as strings; integral floats (3.0, from a CSV column with gaps) print as integers ("3")."""
-    if pd.api.types.is_float_dtype(series.dtype):
-        arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+def _num_rows(frame: Any) -> int:
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if len(frame) else 0
+
+
+def _columns_of(frame: Any) -> list[str]:
+    return [str(c) for c in (frame.columns if isinstance(frame, pd.DataFrame) else frame.keys())]
+
+
+def _category_value(v: Any) -> str:
+    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text)."""
+    if isinstance(v, str):
+        return v.strip()
+    if v is None or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if not np.isfinite(f):
+            return ""
+        return str(int(f)) if f.is_integer() and abs(f) < 2**63 else str(f)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return str(v).strip()
+
+
+def _categorical_strings(col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised value strings and the missing mask of a categorical column.
+
+    Rules (the same for typed columns and Python values): text is stripped; None / NaN / NA / inf / blank text is
+    missing; integral floats print as integers (3.0 -> "3", as a CSV integer column with gaps reads); bools print
+    as "True" / "False".
+
+    Returns:
+        (N,) object array of strings ("" where missing), (N,) bool missing mask.
+    """
+    if isinstance(col, np.ndarray):
+        strs = np.array([_category_value(v) for v in col], dtype=object) if len(col) else np.zeros(0, dtype=object)
+        return strs, strs == ""
+    if pd.api.types.is_float_dtype(col.dtype):
+        arr = col.to_numpy(dtype=np.float64, na_value=np.nan)
         finite = np.isfinite(arr)
-        if finite.any() and np.all(arr[finite] == np.round(arr[finite])):
-            out = np.full(arr.shape, "", dtype=object)
-            out[finite] = arr[finite].astype(np.int64).astype(str)
-            return out
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return series.astype(str).to_numpy(dtype=object)
-    return series.astype("string").fillna("").str.strip().to_numpy(dtype=object)
+        out = np.full(arr.shape, "", dtype=object)
+        integral = finite & (arr == np.round(arr)) & (np.abs(arr) < 2**63)
+        out[integral] = arr[integral].astype(np.int64).astype(str)
+        other = finite & ~integral
+        out[other] = [str(float(x)) for x in arr[other]]
+        return out, ~finite
+    if pd.api.types.is_bool_dtype(col.dtype):
+        missing = col.isna().to_numpy()
+        strs = col.astype(str).to_numpy(dtype=object)
+        strs[missing] = ""
+        return strs, missing
+    stripped = col.astype("string").str.strip()
+    missing = (stripped.isna() | (stripped == "").fillna(True)).to_numpy(dtype=bool)
+    return stripped.fillna("").to_numpy(dtype=object), missing
 
 
-def _numeric_values(series: pd.Series, column: str, source: str) -> np.ndarray:
-    """Cast a column to float64; text that is not a number raises naming the column and examples."""
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return series.to_numpy(dtype=np.float64)
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    text = series.astype("string").str.strip()
+def _numeric_values(col: pd.Series | np.ndarray, column: str, source: str) -> np.ndarray:
+    """Cast a column to float64 (NaN where missing); text that is not a number raises naming the column."""
+    if isinstance(col, np.ndarray):
+        try:  # Python numbers / None (a scoring request): one C-level conversion
+            return np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
+        except (TypeError, ValueError):
+            col = pd.Series(col, dtype=object).astype("string")  # text: the vectorised rules and error below
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = col.astype("string").str.strip()
     converted = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
     bad = converted.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "inf", "-inf", "none", "null"])
     if bad.any():
         examples = text[bad].unique()[:5].tolist()
         raise ValueError(
-            f"{source}: numeric column '{column}' (dtype {series.dtype}) holds non-numeric values {examples} "
+            f"{source}: numeric column '{column}' (dtype {col.dtype}) holds non-numeric values {examples} "
             f"in {int(bad.sum())} rows; expected numbers, or empty / NaN for missing"
         )
     return converted.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -143,6 +207,8 @@ class FeatureEncoder:
         self.std_: dict[str, float] = {}
         self.fill_: dict[str, float] = {}
         self.input_spec_: InputSpec | None = None
+        self._index_cache: dict[str, pd.Index] = {}  # feature -> vocabulary index, built on first transform
+        self._id_cache: dict[str, dict[str, int]] = {}  # feature -> {value: id}, for small inputs
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -166,36 +232,50 @@ class FeatureEncoder:
             return spec.num_ids + NUM_RESERVED
         return len(self.vocab_[spec.name]) + NUM_RESERVED
 
-    def check_columns(self, frame: pd.DataFrame, source: str) -> None:
+    def check_columns(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str) -> None:
         """Raise naming every feature column absent from ``frame`` (columns are matched by name only)."""
-        missing = [f.name for f in self.features if f.name not in frame.columns]
+        present = _columns_of(frame)
+        missing = [f.name for f in self.features if f.name not in present]
         if missing:
-            raise ValueError(
-                f"{source}: missing feature column(s) {missing}; columns present: {list(map(str, frame.columns))}"
-            )
+            raise ValueError(f"{source}: missing feature column(s) {missing}; columns present: {present}")
 
     @staticmethod
-    def _split_multi(series: pd.Series, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Explode a multi-valued column: (row index, position in row, value string), positions < max_len."""
-        if series.dtype == object and series.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-            # list cells (a DataFrame of lists, or a Parquet list column) -> the separator form
-            series = series.map(
-                lambda v: spec.separator.join(str(x) for x in v) if isinstance(v, (list, tuple, np.ndarray)) else v
-            )
-        text = series.astype("string").fillna("")
+    def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Explode a multi-valued column: (row index, position in row, value string), positions < max_len.
+
+        A cell is a separator-joined string or a list of values (a JSON list, a Parquet list column); values are
+        stripped as categorical values are (``_category_value``) and blank values dropped, so "a||b", ["a", "", "b"]
+        and "a|b" hold the same two values.
+        """
+        if isinstance(col, np.ndarray):
+            rows: list[int] = []
+            pos: list[int] = []
+            vals: list[str] = []
+            for i, cell in enumerate(col):
+                items = cell if isinstance(cell, (list, tuple, np.ndarray)) else _category_value(cell).split(spec.separator)
+                k = 0
+                for item in items:
+                    value = _category_value(item)
+                    if value and k < spec.max_len:
+                        rows.append(i)
+                        pos.append(k)
+                        vals.append(value)
+                        k += 1
+            return np.array(rows, dtype=np.int64), np.array(pos, dtype=np.int64), np.array(vals, dtype=object)
+        text = col.astype("string").fillna("")
         parts = text.str.split(spec.separator, regex=False)
         values = parts.explode().astype("string").str.strip()
         keep = (values != "").fillna(False).to_numpy(dtype=bool)
-        rows = np.repeat(np.arange(len(series)), parts.str.len().to_numpy())
-        rows, vals = rows[keep], values.to_numpy(dtype=object)[keep]
+        row_ids = np.repeat(np.arange(len(col)), parts.str.len().to_numpy())
+        row_ids, value_arr = row_ids[keep], values.to_numpy(dtype=object)[keep]
         # position of each value within its row, counting kept values only
-        starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1] if len(rows) else np.zeros(0, dtype=np.int64)
-        pos = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-        inside = pos < spec.max_len
-        return rows[inside], pos[inside], vals[inside]
+        starts = np.r_[0, np.flatnonzero(np.diff(row_ids)) + 1] if len(row_ids) else np.zeros(0, dtype=np.int64)
+        position = np.arange(len(row_ids)) - np.repeat(starts, np.diff(np.r_[starts, len(row_ids)]))
+        inside = position < spec.max_len
+        return row_ids[inside], position[inside], value_arr[inside]
 
     # ------------------------------------------------------------------ fit
-    def fit(self, frame: pd.DataFrame, source: str = "train") -> FeatureEncoder:
+    def fit(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "train") -> FeatureEncoder:
         """Fit vocabularies and statistics on training rows only.
 
         Raises:
@@ -203,13 +283,14 @@ class FeatureEncoder:
                 ``missing: error`` has missing values.
         """
         self.check_columns(frame, source)
-        if len(frame) == 0:
+        if _num_rows(frame) == 0:
             raise ValueError(f"{source}: no rows to fit the encoder on")
+        self._index_cache, self._id_cache = {}, {}
         for spec in self.features:
-            series = frame[spec.name]
-            self._check_missing_policy(spec, series, source)
+            col = _column(frame, spec.name)
             if spec.type == "numeric":
-                x = self._transform_raw(spec, _numeric_values(series, spec.name, source))
+                x = self._transform_raw(spec, _numeric_values(col, spec.name, source))
+                self._check_missing_policy(spec, int((~np.isfinite(x)).sum()), source)
                 finite = np.isfinite(x)
                 with np.errstate(over="ignore", invalid="ignore"):
                     mean = float(x[finite].mean()) if finite.any() else 0.0
@@ -234,11 +315,13 @@ class FeatureEncoder:
                     )
             elif spec.encoding == "vocab":
                 if spec.type == "multi_categorical":
-                    _, _, vals = self._split_multi(series, spec)
+                    rows, _, vals = self._split_multi(col, spec)
+                    self._check_missing_policy(spec, _num_rows(frame) - len(np.unique(rows)), source)
                     counts = pd.Series(vals, dtype=object).value_counts(sort=False)
                 else:
-                    strs = _as_category_strings(series)[~_missing_mask(series)]
-                    counts = pd.Series(strs, dtype=object).value_counts(sort=False)
+                    strs, missing = _categorical_strings(col)
+                    self._check_missing_policy(spec, int(missing.sum()), source)
+                    counts = pd.Series(strs[~missing], dtype=object).value_counts(sort=False)
                 counts = counts[counts >= spec.min_count]
                 order = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
                 if spec.max_vocab is not None:
@@ -271,10 +354,11 @@ class FeatureEncoder:
         return x
 
     @staticmethod
-    def _check_missing_policy(spec: FeatureSpec, series: pd.Series, source: str) -> None:
+    def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> None:
+        """Raise when a ``missing: error`` feature has missing values (a multi-valued cell with no values, e.g.
+        only separators, counts as missing)."""
         if spec.missing != "error":
             return
-        n_missing = int(_missing_mask(series).sum())
         if n_missing:
             raise ValueError(
                 f"{source}: feature '{spec.name}' has {n_missing} missing values (NaN/empty) and its schema says "
@@ -292,13 +376,23 @@ class FeatureEncoder:
         if spec.encoding == "hash":
             assert spec.hash_buckets is not None
             return stable_hash(strs, spec.hash_buckets) + NUM_RESERVED
-        codes = pd.Index(self.vocab_[spec.name], dtype=object).get_indexer(np.asarray(strs, dtype=object))
+        if len(strs) <= _SMALL:  # a scoring request: a dict lookup per value beats building a pandas Index
+            ids = self._id_cache.get(spec.name)
+            if ids is None:
+                ids = self._id_cache[spec.name] = {v: i + NUM_RESERVED for i, v in enumerate(self.vocab_[spec.name])}
+            return np.fromiter((ids.get(v, OOV_ID) for v in strs), dtype=np.int64, count=len(strs))
+        index = self._index_cache.get(spec.name)
+        if index is None:  # built once per fitted state: its hash table costs O(vocabulary) to build
+            index = self._index_cache[spec.name] = pd.Index(self.vocab_[spec.name], dtype=object)
+        codes = index.get_indexer(pd.Index(np.asarray(strs, dtype=object), dtype=object))
         return np.where(codes < 0, OOV_ID, codes + NUM_RESERVED)
 
-    def _encode_identity(self, spec: FeatureSpec, series: pd.Series, missing: np.ndarray, source: str) -> np.ndarray:
+    def _encode_identity(
+        self, spec: FeatureSpec, col: pd.Series | np.ndarray, missing: np.ndarray, source: str
+    ) -> np.ndarray:
         assert spec.num_ids is not None
-        raw = _numeric_values(series, spec.name, source)
-        ids = np.full(len(series), MISSING_ID, dtype=np.int64)
+        raw = _numeric_values(col, spec.name, source)
+        ids = np.full(len(col), MISSING_ID, dtype=np.int64)
         present = ~missing
         vals = raw[present]
         if not np.all(vals == np.round(vals)):
@@ -315,11 +409,13 @@ class FeatureEncoder:
         ids[present] = np.where(out_of_range, OOV_ID, np.where(out_of_range, 0, vals).astype(np.int64) + NUM_RESERVED)
         return ids
 
-    def transform(self, frame: pd.DataFrame, source: str = "data") -> EncodedFeatures:
+    def transform(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> EncodedFeatures:
         """Encode rows with the fitted state.
 
         Args:
-            frame: raw rows holding every feature column (extra columns are ignored).
+            frame: raw rows holding every feature column (extra columns are ignored): a DataFrame, or a mapping
+                {column: sequence of N Python values} (the scoring service's form; no DataFrame is built). Both
+                follow the same value rules, so a row scores the same from a file or from a JSON request.
             source: file or split name used in errors.
 
         Returns:
@@ -332,38 +428,36 @@ class FeatureEncoder:
         """
         spec_in = self._require_fitted()
         self.check_columns(frame, source)
-        n = len(frame)
+        n = _num_rows(frame)
         cat = np.zeros((n, spec_in.num_cat), dtype=np.int64)
         multi = np.zeros((n, spec_in.num_multi, spec_in.max_len), dtype=np.int64)
         dense = np.zeros((n, spec_in.num_dense), dtype=np.float32)
         oov: dict[str, int] = {}
         missing_counts: dict[str, int] = {}
         for j, spec in enumerate(self.cat_specs):
-            series = frame[spec.name]
-            self._check_missing_policy(spec, series, source)
-            missing = _missing_mask(series)
+            col = _column(frame, spec.name)
+            strs, missing = _categorical_strings(col)
+            self._check_missing_policy(spec, int(missing.sum()), source)
             if spec.encoding == "identity":
-                ids = self._encode_identity(spec, series, missing, source)
+                ids = self._encode_identity(spec, col, missing, source)
             else:
                 ids = np.full(n, MISSING_ID, dtype=np.int64)
-                ids[~missing] = self._encode_strings(spec, _as_category_strings(series)[~missing])
+                ids[~missing] = self._encode_strings(spec, strs[~missing])
             cat[:, j] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(missing.sum())
         for j, spec in enumerate(self.multi_specs):
-            series = frame[spec.name]
-            self._check_missing_policy(spec, series, source)
-            rows, pos, vals = self._split_multi(series, spec)
+            rows, pos, vals = self._split_multi(_column(frame, spec.name), spec)
+            self._check_missing_policy(spec, n - len(np.unique(rows)), source)
             ids = self._encode_strings(spec, vals) if len(vals) else np.zeros(0, dtype=np.int64)
             multi[rows, j, pos] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(n - len(np.unique(rows)))
         col = 0
         for spec in self.numeric_specs:
-            series = frame[spec.name]
-            self._check_missing_policy(spec, series, source)
-            x = self._transform_raw(spec, _numeric_values(series, spec.name, source))
+            x = self._transform_raw(spec, _numeric_values(_column(frame, spec.name), spec.name, source))
             missing = ~np.isfinite(x)
+            self._check_missing_policy(spec, int(missing.sum()), source)
             x = np.where(missing, self.fill_[spec.name], x)
             dense[:, col] = (x - self.mean_[spec.name]) / self.std_[spec.name]
             missing_counts[spec.name] = int(missing.sum())
