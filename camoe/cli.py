@@ -1,4 +1,4 @@
-"""Command line: ``camoe generate | train | evaluate | predict | demo``.
+"""Command line: ``camoe generate | train | evaluate | predict | export | prune | serve | demo``.
 
 Every command has ``--help``. Errors in the user's data or config print one clear message and exit with status 2.
 """
@@ -200,6 +200,58 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from camoe.pipeline import CTRPipeline
+    from camoe.prune import expert_latency_ms, prune_pipeline, prune_sweep, select_experts
+    from camoe.run import read_for_config
+
+    pipe = CTRPipeline.load(args.artifact)
+    assert pipe.layout_ is not None
+    gates = pipe.diagnostics_.get("mean_gate_weight")
+    if not gates:
+        raise ValueError(f"{args.artifact}: no validation gate weights in the artifact (trained without validation "
+                         f"rows?); retrain with a validation split")
+    frame = read_for_config(pipe.config, args.data) if args.data else None
+    if args.sweep:
+        if frame is None:
+            raise ValueError("--sweep needs --data FILE (labelled rows to measure the AUC-PR change on)")
+        table = prune_sweep(pipe, frame)
+        pd.set_option("display.width", 200)
+        _print(table.T.round(4).to_string())
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.output)
+            _print(f"wrote {args.output}")
+        return 0
+    if args.top_k is None and args.threshold is None:
+        raise ValueError("give --top-k K or --threshold W (or --sweep --data FILE)")
+    keep = select_experts(gates, pipe.layout_.tasks, top_k=args.top_k, threshold=args.threshold)
+    pruned = prune_pipeline(pipe, keep)
+    label = f"top{args.top_k}" if args.top_k is not None else f"w{args.threshold:g}"
+    out = Path(args.output or f"{str(args.artifact).rstrip('/')}_{label}")
+    _check_output_dir(out)
+    report: dict[str, object] = {"kept_experts": pruned.diagnostics_["pruned"]["kept_experts"],
+                                 "gate_mask": pruned.diagnostics_["pruned"]["gate_mask"]}
+    for task, row in report["gate_mask"].items():  # type: ignore[union-attr]
+        _print(f"  task {task}: experts {[e for e, k in enumerate(row) if k]}")
+    if frame is not None:
+        full, small = pipe.evaluate(frame, split="prune")["formats"], pruned.evaluate(frame, split="prune")["formats"]
+        report["delta_auc_pr"] = {f: small[f]["auc_pr"] - full[f]["auc_pr"] for f in full}
+        mixed = frame.sample(min(100, len(frame)), random_state=0)
+        (f50, f99), (p50, p99) = expert_latency_ms(pipe, mixed), expert_latency_ms(pruned, mixed)
+        report["latency_ms_100_mixed"] = {"full_p50": f50, "full_p99": f99, "pruned_p50": p50, "pruned_p99": p99}
+        for f in full:
+            _print(f"  {f:28s} AUC-PR {full[f]['auc_pr']:.4f} -> {small[f]['auc_pr']:.4f} "
+                   f"({report['delta_auc_pr'][f]:+.4f})")  # type: ignore[index]
+        _print(f"  100 mixed-format candidates, eager: p50 {f50:.3f} -> {p50:.3f} ms, p99 {f99:.3f} -> {p99:.3f} ms")
+    pruned.save(out, metrics={"gates": pruned.diagnostics_, "prune": report})
+    _print(f"wrote pruned artifact {out}: {pruned.config.model.num_experts} of "
+           f"{pruned.diagnostics_['pruned']['from_experts']} experts kept")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -281,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", help="folder for model.onnx and inputs.json (default: <artifact>/onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("prune", help="inference-time expert masking: keep each task's top experts, drop the rest")
+    p.add_argument("artifact")
+    p.add_argument("--top-k", type=int, help="experts kept per task (by mean validation gate weight)")
+    p.add_argument("--threshold", type=float, help="keep experts with mean gate weight >= this (and the top one)")
+    p.add_argument("--data", help="labelled rows (CSV/Parquet) to report the per-format AUC-PR change and latency")
+    p.add_argument("--sweep", action="store_true", help="with --data: report K = 1..E, write nothing but --output")
+    p.add_argument("--output", help="pruned artifact folder (default <artifact>_top<K>); with --sweep: a CSV file")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("serve", help="HTTP scoring service for an artifact (FastAPI + uvicorn)")
     p.add_argument("artifact")

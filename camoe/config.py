@@ -144,9 +144,18 @@ class ModelConfig(_Strict):
     expert_hidden: list[int] = Field(default_factory=lambda: [128, 64])  # MLP after the cross layers; last = H
     tower_hidden: list[int] = Field(default_factory=lambda: [64])  # per-task tower before the logit
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # (T, E) experts each task's gate may use (camoe / mmoe); written by `camoe prune`. None = every expert.
+    gate_mask: list[list[bool]] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
+        if self.gate_mask is not None:
+            widths = {len(row) for row in self.gate_mask}
+            if not self.gate_mask or widths != {self.num_experts} or not all(any(row) for row in self.gate_mask):
+                raise ValueError(
+                    f"model.gate_mask must be a T x E table (E = num_experts = {self.num_experts}) with at least one "
+                    f"true entry per task row; got row widths {sorted(widths)}"
+                )
         if not self.expert_hidden or min(self.expert_hidden) < 1:
             raise ValueError("model.expert_hidden must list at least one positive width")
         if any(w < 1 for w in self.tower_hidden):

@@ -31,6 +31,9 @@ __all__ = ["OnnxScorer", "ScoringModule", "export_onnx"]
 class ScoringModule(nn.Module):
     """Model + own-task selection + sigmoid + downsampling correction, with positional tensor inputs.
 
+    For a pruned model (``model.gate_mask``, see ``camoe.prune``) only the experts used by the tasks of the formats
+    in the batch are computed.
+
     Shape:
         cat_ids (B, F), multi_ids (B, M, L), dense (B, N), format_ids (B,) -> pctr (B,).
     """
@@ -40,12 +43,20 @@ class ScoringModule(nn.Module):
         self.model = model
         self.register_buffer("task_of_format", torch.as_tensor(format_task_index, dtype=torch.long))
         self.rate = negative_sampling_rate
+        gates = getattr(model, "gates", None)
+        # a pruned model (gate_mask): compute only the experts of the tasks present in the batch
+        self.select_experts = getattr(gates, "allowed", None) is not None and getattr(model.config, "gate_mask", None) is not None
+        self.num_tasks = int(getattr(model, "num_tasks", 1))
 
     def forward(
         self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor, format_ids: torch.Tensor
     ) -> torch.Tensor:
-        logits = self.model(cat_ids, multi_ids, dense).logits  # (B, T)
         task = self.task_of_format[format_ids].unsqueeze(1)  # (B, 1)
+        if self.select_experts:
+            present = (task == torch.arange(self.num_tasks)).any(0)  # (T,) tasks present in the batch
+            logits = self.model(cat_ids, multi_ids, dense, tasks=present).logits  # (B, T), own tasks defined
+        else:
+            logits = self.model(cat_ids, multi_ids, dense).logits  # (B, T)
         p = torch.sigmoid(logits.gather(1, task).squeeze(1))  # (B,)
         if self.rate is not None:
             p = p / (p + (1.0 - p) / self.rate)  # q = p / (p + (1 - p) / w)

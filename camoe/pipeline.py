@@ -348,5 +348,6 @@ class CTRPipeline:
         except RuntimeError as err:
             raise ArtifactError(f"{folder}: weights do not fit the model built from its config: {err}") from None
         pipe.model_.eval()
+        pipe.diagnostics_ = dict(parts.manifest.get("train", {}).get("gates") or {})  # validation gate weights
         return pipe
 

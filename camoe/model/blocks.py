@@ -152,9 +152,12 @@ class GroupedMLP(nn.Module):
         self.last_activation = last_activation
         self.out_dim = dims[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(G, B, in) -> (G, B, out); with ``index`` (G',) int64, only those groups run: (G', B, in) -> (G', B, out)."""
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if index is not None:
+                w, b = w.index_select(0, index), b.index_select(0, index)
             x = torch.baddbmm(b, x, w)  # (G, B, out)
             if i < n - 1 or self.last_activation:
                 x = self.dropout(torch.relu(x))
@@ -207,16 +210,21 @@ class CrossNetV2(nn.Module):
             [nn.Parameter(torch.zeros(num_experts, 1, in_dim)) for _ in range(num_layers)]
         )
 
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d) or (E, B, d) -> (E, B, d); with ``index`` (E',) int64 only those experts run: (B, d) -> (E', B, d)."""
+
+        def pick(p: torch.Tensor) -> torch.Tensor:
+            return p if index is None else p.index_select(0, index)
+
         if x0.dim() == 2:
-            x0 = x0.unsqueeze(0).expand(self.num_experts, -1, -1)  # (E, B, d)
+            x0 = x0.unsqueeze(0).expand(self.num_experts if index is None else index.shape[0], -1, -1)  # (E, B, d)
         x = x0
         for layer in range(self.num_layers):
             if self.weights is not None:
-                wx = torch.baddbmm(self.biases[layer], x, self.weights[layer])  # (E, B, d): x Wᵀ + b
+                wx = torch.baddbmm(pick(self.biases[layer]), x, pick(self.weights[layer]))  # (E, B, d): x Wᵀ + b
             else:
                 assert self.u is not None and self.v is not None
-                wx = torch.baddbmm(self.biases[layer], torch.bmm(x, self.v[layer]), self.u[layer])  # (E, B, d)
+                wx = torch.baddbmm(pick(self.biases[layer]), torch.bmm(x, pick(self.v[layer])), pick(self.u[layer]))
             x = x0 * wx + x
         return x
 
@@ -246,9 +254,14 @@ class ExpertBank(nn.Module):
         self.mlp = GroupedMLP(num_experts, in_dim, hidden, dropout, last_activation=True)
         self.out_dim = self.mlp.out_dim
 
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = self.cross(x0) if self.cross is not None else x0.unsqueeze(0).expand(self.num_experts, -1, -1)
-        return self.mlp(x)  # (E, B, H)
+    def forward(self, x0: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d) -> (E, B, H); with ``index`` (E',) int64 only those experts run (inference-time expert masking):
+        (B, d) -> (E', B, H)."""
+        if self.cross is not None:
+            x = self.cross(x0, index)
+        else:
+            x = x0.unsqueeze(0).expand(self.num_experts if index is None else index.shape[0], -1, -1)
+        return self.mlp(x, index)  # (E, B, H)
 
 
 class TaskGates(nn.Module):

@@ -71,6 +71,13 @@ class CAMoE(nn.Module):
             d, config.num_experts, config.expert_hidden, config.expert_type, config.num_cross_layers,
             config.low_rank, config.dropout,
         )
+        if config.gate_mask is not None:  # inference-time expert masking (`camoe prune`)
+            mask = torch.tensor(config.gate_mask, dtype=torch.bool)
+            if tuple(mask.shape) != (num_tasks, config.num_experts):
+                raise ValueError(
+                    f"model.gate_mask is {tuple(mask.shape)}; expected (T, E) = ({num_tasks}, {config.num_experts})"
+                )
+            gate_allowed = mask if gate_allowed is None else gate_allowed & mask
         self.gates = TaskGates(d, num_tasks, config.num_experts, gate_allowed)
         self.towers = GroupedMLP(num_tasks, self.experts.out_dim, [*config.tower_hidden, 1], config.dropout,
                                  last_activation=False)
@@ -84,10 +91,24 @@ class CAMoE(nn.Module):
         """
         self.towers.biases[-1].copy_(logit.view(-1, 1, 1).to(self.towers.biases[-1].dtype))  # (T, 1, 1)
 
-    def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
+    def forward(
+        self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor, tasks: torch.Tensor | None = None
+    ) -> ModelOutput:
+        """Logits of every task head.
+
+        Args:
+            tasks: optional (T,) bool, the tasks whose logits the caller will use (e.g. the tasks of the formats in a
+                scoring request). Only the experts those tasks' gates may use (``gate_mask``) are computed; logits of
+                the other tasks are then undefined, and ``gate_weights`` holds only the computed experts (B, T, E').
+        """
         x0, fields = self.embedding.encode(cat_ids, multi_ids, dense)  # (B, d), (B, F + M, D)
-        h = self.experts(x0)  # (E, B, H)
         gates = self.gates(x0)  # (B, T, E)
+        if tasks is not None and self.gates.allowed is not None:
+            index = (self.gates.allowed & tasks.unsqueeze(1)).any(0).nonzero().squeeze(1)  # (E',) experts needed
+            h = self.experts(x0, index)  # (E', B, H)
+            gates = gates.index_select(2, index)  # (B, T, E')
+        else:
+            h = self.experts(x0)  # (E, B, H)
         z = torch.einsum("bte,ebh->tbh", gates, h)  # (T, B, H)
         logits = self.towers(z).squeeze(-1).transpose(0, 1)  # (B, T)
         return ModelOutput(logits=logits, gate_weights=gates, embeddings=fields)
