@@ -132,7 +132,7 @@ class GroupingConfig(_Strict):
 class ModelConfig(_Strict):
     """Network sizes. The paper publishes none of these; defaults are this project's choices."""
 
-    name: Literal["camoe", "mmoe", "shared_bottom", "cgc"] = "camoe"  # key in camoe.model.MODELS
+    name: Literal["camoe", "mmoe", "shared_bottom", "cgc", "dnn", "dcn_v2"] = "camoe"  # key in camoe.model.MODELS
     embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
     embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
     pairwise_dot: bool = False  # append the dot products of every pair of field embeddings to x0 (DLRM-style)

@@ -304,7 +304,8 @@ def test_registered_model_contract(name: str, expert_type: str) -> None:
     model.eval()
     out = model(cat, multi, dense)
     assert isinstance(out, ModelOutput)
-    num_experts = {"shared_bottom": 1, "cgc": cfg.num_experts + 3 * cfg.task_experts}.get(name, cfg.num_experts)
+    num_experts = {"shared_bottom": 1, "dnn": 1, "dcn_v2": 1,
+                   "cgc": cfg.num_experts + 3 * cfg.task_experts}.get(name, cfg.num_experts)
     assert out.logits.shape == (6, 3) and out.gate_weights.shape == (6, 3, num_experts)
     torch.testing.assert_close(out.gate_weights.sum(-1), torch.ones(6, 3))
     assert torch.isfinite(out.logits).all()
