@@ -28,6 +28,7 @@ __all__ = [
     "RunConfig",
     "SchemaConfig",
     "SplitConfig",
+    "StreamingConfig",
     "TrainConfig",
     "deep_merge",
     "load_config",
@@ -186,6 +187,9 @@ class TrainConfig(_Strict):
     checkpoint_every_steps: int | None = Field(None, ge=1)  # also at each epoch end; resume with --resume
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (a time budget)
     negative_sampling_rate: float | None = Field(None, gt=0, le=1)  # w if negatives were kept at rate w
+    fused_optimizer: bool = True  # AdamW's fused kernel (one pass over all parameters); False = foreach
+    compile: bool = False  # torch.compile the model for training (first steps compile; needs a C++ compiler on CPU)
+    finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps
 
 
 class SplitConfig(_Strict):
@@ -201,6 +205,22 @@ class SplitConfig(_Strict):
         return self
 
 
+class StreamingConfig(_Strict):
+    """Streaming input: Parquet read in record batches through pyarrow datasets, never whole (bounded memory).
+
+    Encoders are fitted in one streaming pass over the train split (vocabulary counts, numeric moments); the
+    temporal split is a timestamp filter with cut points from a histogram of the timestamps (cut to within one bin
+    of the fractions; every row of one timestamp lands in the same split). Memory grows with ``shuffle_buffer_rows``
+    and vocabulary sizes, not with the number of rows; use ``encoding: hash`` for features with huge vocabularies.
+    """
+
+    enabled: bool = False  # True: train / evaluate / predict stream data.path (Parquet) instead of loading it
+    shuffle_buffer_rows: int = Field(262_144, ge=1)  # rows mixed before batching; 1 = file order
+    read_batch_rows: int = Field(65_536, ge=1)  # rows per Arrow record batch read
+    max_distinct_values: int = Field(2_000_000, ge=1)  # vocab features: refuse to count more distinct values
+    histogram_bins: int = Field(1 << 20, ge=16)  # timestamp histogram for the temporal cut points
+
+
 class DataConfig(_Strict):
     """Where the log is. ``path`` is a CSV/Parquet file, a folder of them, or a glob; relative paths are resolved
     against the working directory, then against the config file's folder."""
@@ -211,6 +231,7 @@ class DataConfig(_Strict):
     test_path: str | None = None  # explicit test file (then no split for test)
     split: SplitConfig = Field(default_factory=SplitConfig)
     reader_options: dict[str, Any] = Field(default_factory=dict)  # passed to the named reader
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
 
 
 class RunConfig(_Strict):

@@ -43,6 +43,7 @@ def masked_bce(
     normalisation: str = "per_task",
     task_weights: torch.Tensor | None = None,
     log_vars: torch.Tensor | None = None,
+    norm_rows: torch.Tensor | None = None,
 ) -> MaskedLoss:
     """Masked BCE over task heads.
 
@@ -53,6 +54,9 @@ def masked_bce(
         normalisation: "per_task" (mean over each task's rows) or "global" (mean over all unmasked cells).
         task_weights: (T,) λ_t; None = 1.
         log_vars: (T,) learned s_t for uncertainty weighting; None = off.
+        norm_rows: (T,) row counts to normalise by instead of this batch's own (data-parallel training passes the
+            task's rows in the whole global batch, so the ranks' averaged gradients equal one process's); None =
+            ``mask.sum(0)``.
 
     Returns:
         ``MaskedLoss``; ``total`` is finite whenever the logits are.
@@ -70,16 +74,17 @@ def masked_bce(
     target = labels.to(logits.dtype).unsqueeze(1).expand_as(logits)  # (B, T)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * mask  # (B, T); masked cells = 0
     rows = mask.sum(dim=0)  # (T,)
-    task_losses = bce.sum(dim=0) / rows.clamp_min(1.0)  # (T,); empty task: 0 / 1 = 0
+    denom = rows if norm_rows is None else norm_rows.to(logits.dtype)  # (T,)
+    task_losses = bce.sum(dim=0) / denom.clamp_min(1.0)  # (T,); empty task: 0 / 1 = 0
     weights = task_weights if task_weights is not None else torch.ones_like(task_losses)
     if normalisation == "per_task":
         if log_vars is not None:
-            present = (rows > 0).to(logits.dtype)  # (T,)
+            present = (denom > 0).to(logits.dtype)  # (T,)
             total = (present * (torch.exp(-log_vars) * weights * task_losses + log_vars)).sum()
         else:
             total = (weights * task_losses).sum()
     elif normalisation == "global":
-        total = (bce * weights).sum() / mask.sum().clamp_min(1.0)
+        total = (bce * weights).sum() / denom.sum().clamp_min(1.0)
     else:
         raise ValueError(f"normalisation must be 'per_task' or 'global', got '{normalisation}'")
     return MaskedLoss(total=total, task_losses=task_losses.detach(), task_rows=rows.detach())

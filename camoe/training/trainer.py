@@ -7,13 +7,14 @@ uses the global generator seeded here), so the same seed on CPU gives bit-identi
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,9 +23,10 @@ from tqdm.auto import tqdm
 
 from camoe.batch import Batch
 from camoe.config import TrainConfig
+from camoe.training.distributed import DistContext
 from camoe.training.loss import masked_bce
 
-__all__ = ["TrainResult", "predict_logits", "train_model"]
+__all__ = ["BatchStream", "TrainResult", "predict_logits", "train_model"]
 
 ScoreFn = Callable[[np.ndarray], tuple[float, dict[str, Any]]]
 
@@ -50,12 +52,12 @@ class TrainResult:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, batch: Batch, batch_size: int = 65536) -> np.ndarray:
+def predict_logits(model: nn.Module, batch: Batch | BatchStream, batch_size: int = 65536) -> np.ndarray:
     """Logits of every head for every row, in eval mode.
 
     Args:
         model: a registered model.
-        batch: encoded rows (labels unused).
+        batch: encoded rows (labels unused), or a stream scored in file order.
         batch_size: rows per forward pass.
 
     Returns:
@@ -64,13 +66,64 @@ def predict_logits(model: nn.Module, batch: Batch, batch_size: int = 65536) -> n
     was_training = model.training
     model.eval()
     chunks = []
-    for start in range(0, len(batch), batch_size):
-        part = batch.select(slice(start, start + batch_size))
+    parts = (
+        (batch.select(slice(start, start + batch_size)) for start in range(0, len(batch), batch_size))
+        if isinstance(batch, Batch) else batch.batches(None)
+    )
+    for part in parts:
         chunks.append(model(part.cat_ids, part.multi_ids, part.dense).logits.float())
     model.train(was_training)
     if not chunks:
         return np.zeros((0, getattr(model, "num_tasks", 1)), dtype=np.float32)
     return torch.cat(chunks).numpy()
+
+
+class BatchStream(Protocol):
+    """Training or validation rows that arrive as a stream of ``Batch`` objects (``camoe.data.streaming``).
+
+    Attributes:
+        num_rows: rows over all ranks (sets the learning-rate schedule and the progress bar).
+        format_rows: (K,) rows per ad format in the whole stream, counted in its first pass.
+        format_clicks: (K,) clicks per ad format.
+    """
+
+    num_rows: int
+    format_rows: np.ndarray
+    format_clicks: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def batches(self, generator: torch.Generator | None, skip: int = 0) -> Iterator[Batch]:
+        """This rank's batches of one epoch, shuffled from ``generator`` (None = file order), first ``skip`` dropped."""
+        ...
+
+
+def _epoch_batches(
+    train: Batch | BatchStream, order: torch.Tensor | None, batch_size: int, start: int, steps: int,
+    ctx: DistContext, generator: torch.Generator,
+) -> Iterator[Batch]:
+    """This rank's batches of one epoch from ``start``: in memory, rank r takes rows r::P of each global batch."""
+    if isinstance(train, Batch):
+        assert order is not None
+        for i in range(start, steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            yield train.select(idx[ctx.rank :: ctx.world_size] if ctx.enabled else idx)
+    else:
+        yield from train.batches(generator, skip=start)
+
+
+def _valid_logits(model: nn.Module, valid: Batch | BatchStream, ctx: DistContext) -> np.ndarray:
+    """(N, T) validation logits on every rank; in memory each rank scores rows r::P and the parts are gathered."""
+    if not isinstance(valid, Batch):
+        return predict_logits(model, valid)
+    if not ctx.enabled:
+        return predict_logits(model, valid)
+    n = len(valid)
+    local = predict_logits(model, valid.select(torch.arange(n)[ctx.rank :: ctx.world_size]))
+    gathered = ctx.gather_rows(local)  # rank-major
+    out = np.empty_like(gathered)
+    out[np.concatenate([np.arange(n)[r :: ctx.world_size] for r in range(ctx.world_size)])] = gathered
+    return out
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -79,16 +132,17 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def train_model(
     model: nn.Module,
-    train: Batch,
+    train: Batch | BatchStream,
     mask: np.ndarray,
     tasks: tuple[str, ...],
     config: TrainConfig,
-    valid: Batch | None = None,
+    valid: Batch | BatchStream | None = None,
     score_fn: ScoreFn | None = None,
     progress: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_path: Path | None = None,
     resume: bool = False,
+    dist_ctx: DistContext | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
@@ -107,6 +161,14 @@ def train_model(
             and at each epoch end.
         resume: continue from ``checkpoint_path`` if it exists; the result is bit-identical on CPU to a run
             that was never interrupted.
+        dist_ctx: data-parallel context (``camoe.training.distributed.init_distributed``); None = one process.
+            With P > 1 processes the model is wrapped in DistributedDataParallel, each rank trains on its share of
+            every global batch of ``config.batch_size`` rows, per-task losses are normalised by the task's rows in
+            the global batch, loss logs are summed over ranks, and only rank 0 logs and writes checkpoints.
+
+    Loss parts are checked for NaN/inf every ``config.finite_check_every_steps`` steps and before every evaluation
+    and checkpoint (reading them back every step would stall an accelerator), so training may run up to that many
+    steps past the first bad step before it stops; the error names that first step and part.
 
     Returns:
         ``TrainResult``.
@@ -115,19 +177,25 @@ def train_model(
         FloatingPointError: a loss part is non-finite; names the step and the part (case B08).
         ValueError: training rows have no labels, or task weights name unknown tasks.
     """
-    if train.labels is None:
+    if isinstance(train, Batch) and train.labels is None:
         raise ValueError("training rows need labels")
     unknown = sorted(set(config.task_weights) - set(tasks))
     if unknown:
         raise ValueError(f"train.task_weights: unknown tasks {unknown}; tasks are {list(tasks)}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    ctx = dist_ctx or DistContext()
     mask_t = torch.as_tensor(mask, dtype=torch.float32)  # (K, T)
     if not config.masking:
         mask_t = torch.ones_like(mask_t)
-    row_tasks = mask_t[train.format_ids]  # (N, T)
-    clicks = (row_tasks * train.labels.unsqueeze(1)).sum(0)  # (T,)
-    ctr = ((clicks + 0.5) / (row_tasks.sum(0) + 1.0)).clamp(1e-6, 1 - 1e-6)  # (T,) smoothed; empty task -> 0.5
+    if isinstance(train, Batch):
+        row_tasks = mask_t[train.format_ids]  # (N, T)
+        clicks = (row_tasks * train.labels.unsqueeze(1)).sum(0)  # (T,)
+        task_rows = row_tasks.sum(0)  # (T,)
+    else:  # counted per format in the stream's first pass
+        clicks = (mask_t.double().T @ torch.as_tensor(train.format_clicks, dtype=torch.float64)).float()  # (T,)
+        task_rows = (mask_t.double().T @ torch.as_tensor(train.format_rows, dtype=torch.float64)).float()  # (T,)
+    ctr = ((clicks + 0.5) / (task_rows + 1.0)).clamp(1e-6, 1 - 1e-6)  # (T,) smoothed; empty task -> 0.5
     weights = torch.tensor([config.task_weights.get(t, 1.0) for t in tasks], dtype=torch.float32)  # (T,)
     if config.entropy_weighting:
         inv_entropy = 1.0 / -(ctr * ctr.log() + (1 - ctr) * (1 - ctr).log())  # (T,)
@@ -137,9 +205,15 @@ def train_model(
         init_bias(torch.log(ctr / (1 - ctr)))
     log_vars = nn.Parameter(torch.zeros(len(tasks))) if config.uncertainty_weighting else None
     params = list(model.parameters()) + ([log_vars] if log_vars is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  fused=config.fused_optimizer or None)
+    net: nn.Module = model  # what the training step calls: DDP and / or compiled wrappers around ``model``
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
 
-    n = len(train)
+    n = len(train) if isinstance(train, Batch) else train.num_rows
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
@@ -153,11 +227,45 @@ def train_model(
     step = 0
     train_seconds = 0.0
     rows_seen = 0
-    bar = tqdm(total=config.epochs * n, unit="row", unit_scale=True, disable=not progress, desc="train")
+    bar = tqdm(total=config.epochs * n, unit="row", unit_scale=True, disable=not progress or not ctx.is_main,
+               desc="train")
+    pending: list[torch.Tensor] = []  # per step: [total, l2, task losses (T), task has rows (T)], read back in flush
+    pending_steps: list[tuple[int, int]] = []  # (step, epoch) of each pending entry
+    has_l2 = False
+
+    def flush() -> None:
+        """Read back the pending loss parts (summed over ranks), stop on NaN/inf, add them to the log sums."""
+        nonlocal pending, pending_steps
+        if not pending:
+            return
+        table = ctx.all_reduce_sum(torch.stack(pending).float())  # (S, 2 + 2T)
+        if ctx.enabled:
+            table[:, 1] /= ctx.world_size  # l2 is a per-rank mean
+            table[:, 2 + len(tasks):] /= ctx.world_size  # "has rows" flags are the same on every rank
+        rows_of = table.tolist()
+        for (at_step, at_epoch), row in zip(pending_steps, rows_of):
+            values = {"total": row[0]}
+            if has_l2:
+                values["l2_embedding"] = row[1]
+            for t, name in enumerate(tasks):
+                if row[2 + len(tasks) + t] > 0:
+                    values[f"loss/{name}"] = row[2 + t]
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    culprit = next((k for k, v in values.items() if k != "total" and not math.isfinite(v)), name)
+                    raise FloatingPointError(
+                        f"non-finite loss at step {at_step} (epoch {at_epoch}): part '{culprit}' = {values[culprit]}; "
+                        f"lower train.learning_rate or the weight of that part (e.g. train.l2_embedding)"
+                    )
+            for name, value in values.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value
+                part_counts[name] = part_counts.get(name, 0) + 1
+        pending, pending_steps = [], []
 
     def evaluate(epoch: int) -> bool:
         """Record an evaluation; return True to stop early."""
         nonlocal best_state, bad_evals, part_sums, part_counts
+        flush()
         entry: dict[str, Any] = {"step": step, "epoch": epoch, "rows": rows_seen}
         for name in ["total", *(f"loss/{t}" for t in tasks), "l2_embedding"]:
             count = part_counts.get(name, 0)
@@ -165,7 +273,7 @@ def train_model(
         part_sums, part_counts = {}, {}
         stop = False
         if valid is not None and score_fn is not None and len(valid):
-            score, details = score_fn(predict_logits(model, valid))
+            score, details = score_fn(_valid_logits(model, valid, ctx))
             entry["valid_score"], entry["valid"] = score, details
             improved = not math.isnan(score) and (math.isnan(result.best_score) or score > result.best_score)
             if improved or (math.isnan(result.best_score) and result.best_step == 0):
@@ -179,13 +287,16 @@ def train_model(
             result.best_step = step
             best_state = _state_copy(model)
         result.history.append(entry)
-        if log is not None:
+        if log is not None and ctx.is_main:
             log(entry)
         bar.set_postfix(loss=entry["total"], valid_auc_pr=entry.get("valid_score"))
         return stop
 
     def save_checkpoint(epoch: int, next_batch: int, epoch_rng: torch.Tensor) -> None:
         assert checkpoint_path is not None
+        flush()
+        if not ctx.is_main:
+            return
         state = {
             "format": 1, "epoch": epoch, "next_batch": next_batch, "step": step, "rows_seen": rows_seen,
             "epoch_rng": epoch_rng, "torch_rng": torch.get_rng_state(),
@@ -224,50 +335,53 @@ def train_model(
         if resume_rng is not None and epoch == start_epoch:
             generator.set_state(resume_rng)
         epoch_rng = generator.get_state()
-        order = torch.randperm(n, generator=generator) if config.shuffle else torch.arange(n)
-        for i in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
+        order = (torch.randperm(n, generator=generator) if config.shuffle else torch.arange(n)) if isinstance(train, Batch) else None
+        first = start_batch if epoch == start_epoch else 0
+        batches = _epoch_batches(train, order, config.batch_size, first, steps_per_epoch, ctx, generator)
+        for i in itertools.count(first):
             t0 = time.perf_counter()
-            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
-            batch = train.select(idx)
-            out = model(batch.cat_ids, batch.multi_ids, batch.dense)
+            batch = next(batches, None)
+            if ctx.enabled:  # one all_reduce: does every rank have a batch, global rows, global rows per task
+                counts = torch.zeros(2 + len(tasks))
+                if batch is not None:
+                    counts[0], counts[1] = 1.0, float(len(batch))
+                    counts[2:] = mask_t[batch.format_ids].sum(0)
+                ctx.all_reduce_sum(counts)
+                if counts[0] < ctx.world_size:
+                    break  # some rank's shard ran out: every rank ends the epoch at this same step
+                norm_rows, batch_rows = counts[2:], int(counts[1])
+            elif batch is None:
+                break
+            else:
+                norm_rows, batch_rows = None, len(batch)
+            assert batch is not None and batch.labels is not None
+            out = net(batch.cat_ids, batch.multi_ids, batch.dense)
             row_mask = mask_t[batch.format_ids]  # (B, T)
-            assert batch.labels is not None
-            loss = masked_bce(out.logits, batch.labels, row_mask, config.loss_normalisation, weights, log_vars)
-            parts = {"total": loss.total}
+            loss = masked_bce(out.logits, batch.labels, row_mask, config.loss_normalisation, weights, log_vars,
+                              norm_rows=norm_rows)
+            l2 = torch.zeros(())
             if config.l2_embedding > 0 and out.embeddings is not None:
                 l2 = config.l2_embedding * out.embeddings.pow(2).sum(dim=-1).mean()
-                parts["l2_embedding"] = l2
-                total = loss.total + l2
-                parts["total"] = total
-            else:
-                total = loss.total
-            task_values = loss.task_losses.tolist()
-            rows = loss.task_rows.tolist()
-            for t, name in enumerate(tasks):
-                if rows[t] > 0:
-                    parts[f"loss/{name}"] = torch.tensor(task_values[t])
-            values = {k: float(v.detach()) for k, v in parts.items()}
-            for name, value in values.items():
-                if not math.isfinite(value):
-                    culprit = next((k for k, v in values.items() if k != "total" and not math.isfinite(v)), name)
-                    raise FloatingPointError(
-                        f"non-finite loss at step {step + 1} (epoch {epoch}): part '{culprit}' = {values[culprit]}; "
-                        f"lower train.learning_rate or the weight of that part (e.g. train.l2_embedding)"
-                    )
+                has_l2 = True
+            total = loss.total + l2 if has_l2 else loss.total
+            rows_now = loss.task_rows if norm_rows is None else norm_rows  # (T,)
+            pending.append(torch.cat([total.detach().view(1), l2.detach().view(1), loss.task_losses,
+                                      (rows_now > 0).to(loss.task_losses.dtype)]))
+            pending_steps.append((step + 1, epoch))
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            # DDP averages gradients over ranks; each rank's loss is its rows' share of the global-batch loss
+            (total * ctx.world_size if ctx.enabled else total).backward()
             if config.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(params, config.grad_clip_norm)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             step += 1
-            rows_seen += len(batch)
+            rows_seen += batch_rows
             train_seconds += time.perf_counter() - t0
-            for name, value in values.items():
-                part_sums[name] = part_sums.get(name, 0.0) + value
-                part_counts[name] = part_counts.get(name, 0) + 1
-            bar.update(len(batch))
+            if len(pending) >= config.finite_check_every_steps:
+                flush()
+            bar.update(batch_rows)
             if config.eval_every_steps and step % config.eval_every_steps == 0 and i < steps_per_epoch - 1:
                 if evaluate(epoch):
                     stopped = True
@@ -281,6 +395,7 @@ def train_model(
             break
         if checkpoint_path is not None:
             save_checkpoint(epoch + 1, 0, generator.get_state())
+    flush()
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
