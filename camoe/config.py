@@ -190,6 +190,9 @@ class TrainConfig(_Strict):
     fused_optimizer: bool = True  # AdamW's fused kernel (one pass over all parameters); False = foreach
     compile: bool = False  # torch.compile the model for training (first steps compile; needs a C++ compiler on CPU)
     finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps
+    balanced_sampling: bool = False  # draw each epoch with fixed shares per group (camoe.training.sampling)
+    balance_by: str = "modality"  # format attribute that defines the groups, or "format"
+    balance_shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # {} = equal
 
 
 class SplitConfig(_Strict):

@@ -32,6 +32,7 @@ from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_
 from camoe.evaluation.metrics import evaluate_groups
 from camoe.grouping import TaskLayout, build_task_layout
 from camoe.model import build_model
+from camoe.training.sampling import row_groups
 from camoe.training.trainer import TrainResult, predict_logits, train_model
 
 __all__ = ["CTRPipeline", "correct_downsampling"]
@@ -193,9 +194,23 @@ class CTRPipeline:
             self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
             valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
             checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None, resume=resume,
+            balanced_groups=self._balanced_groups(train_batch),
         )
         self.diagnostics_ = self._gate_diagnostics(valid_batch if valid_batch is not None else train_batch)
         return self
+
+    def _balanced_groups(self, batch: Batch) -> tuple[np.ndarray, np.ndarray] | None:
+        """(row groups, shares) for ``train.balanced_sampling`` (groups by ``train.balance_by``), else None."""
+        train_cfg = self.config.train
+        if not train_cfg.balanced_sampling:
+            return None
+        assert self.layout_ is not None
+        try:
+            groups, shares, _ = row_groups(batch.format_ids.numpy(), self.layout_.formats, self.format_attributes_,
+                                           train_cfg.balance_by, train_cfg.balance_shares)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return groups, shares
 
     @torch.no_grad()
     def _gate_diagnostics(self, batch: Batch, max_rows: int = 200_000) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from camoe.batch import Batch
 from camoe.config import TrainConfig
 from camoe.training.distributed import DistContext
 from camoe.training.loss import masked_bce
+from camoe.training.sampling import balanced_order
 
 __all__ = ["BatchStream", "TrainResult", "predict_logits", "train_model"]
 
@@ -143,6 +144,7 @@ def train_model(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     dist_ctx: DistContext | None = None,
+    balanced_groups: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
@@ -165,6 +167,9 @@ def train_model(
             With P > 1 processes the model is wrapped in DistributedDataParallel, each rank trains on its share of
             every global batch of ``config.batch_size`` rows, per-task losses are normalised by the task's rows in
             the global batch, loss logs are summed over ranks, and only rank 0 logs and writes checkpoints.
+        balanced_groups: (groups (N,) int, shares (G,)) from ``camoe.training.sampling.row_groups``; used when
+            ``config.balanced_sampling`` is on and ``train`` is a Batch (not a stream): each epoch is drawn with
+            those shares (``balanced_order``).
 
     Loss parts are checked for NaN/inf every ``config.finite_check_every_steps`` steps and before every evaluation
     and checkpoint (reading them back every step would stall an accelerator), so training may run up to that many
@@ -335,7 +340,10 @@ def train_model(
         if resume_rng is not None and epoch == start_epoch:
             generator.set_state(resume_rng)
         epoch_rng = generator.get_state()
-        order = (torch.randperm(n, generator=generator) if config.shuffle else torch.arange(n)) if isinstance(train, Batch) else None
+        if config.balanced_sampling and balanced_groups is not None and isinstance(train, Batch):
+            order = balanced_order(torch.as_tensor(balanced_groups[0]), torch.as_tensor(balanced_groups[1]), n, generator)
+        else:
+            order = (torch.randperm(n, generator=generator) if config.shuffle else torch.arange(n)) if isinstance(train, Batch) else None
         first = start_batch if epoch == start_epoch else 0
         batches = _epoch_batches(train, order, config.batch_size, first, steps_per_epoch, ctx, generator)
         for i in itertools.count(first):
