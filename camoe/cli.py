@@ -291,6 +291,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from camoe.experiments import run_experiment
+
+    t0 = time.perf_counter()
+    outcome = run_experiment(args.config, quick=args.quick, output_dir=args.output, log=_print,
+                             mlflow_uri=args.mlflow)
+    _print(f"experiment done in {time.perf_counter() - t0:.1f} s: {len(outcome.trained)} runs trained, "
+           f"{len(outcome.cached)} cached; report: {outcome.output_dir / 'report' / 'index.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camoe", description="Multi-format ad CTR prediction with CAMoE.")
     parser.add_argument("--version", action="version", version=_version())
@@ -359,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("experiment", help="run a grid of models × groupings × ablations × seeds and write a report")
+    p.add_argument("config", help="experiment YAML, e.g. configs/experiments/paper.yaml")
+    p.add_argument("--quick", action="store_true", help="fewer rows, one seed, fewer bootstrap resamples")
+    p.add_argument("--output", help="experiment folder (default: output_dir of the file; --quick adds -quick)")
+    p.add_argument("--mlflow", metavar="URI", help="also log runs and report to this MLflow tracking URI "
+                   "(e.g. file:///abs/mlruns); needs the mlflow extra")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 
