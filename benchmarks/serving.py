@@ -1,26 +1,44 @@
-"""Serving latency: in-process (eager PyTorch vs ONNX Runtime; model only and encode + model) for 1, 10, 100 and
-500 candidates, and HTTP on loopback at a fixed offered load with a bounded request count.
+"""Serving latency and load.
 
-Run: .venv/bin/python benchmarks/serving.py [--artifact runs/demo/model] [--requests 2000] [--rate 100]
-Without --artifact it trains a small model on a 200k-row synthetic log first (about 20 s).
-Prints p50 / p99 in ms per configuration; all figures come from this one process run.
+1. In-process, 1 thread, for 1, 10, 100 and 500 candidates: eager PyTorch vs ONNX Runtime (model only, on encoded
+   tensors), full vs pruned (``camoe prune --top-k``), and the full request path (encode {column: values} + ONNX).
+2. HTTP on loopback against a ``camoe serve`` subprocess (uvicorn, ONNX backend), driven from this process (the load
+   generator never shares the server's interpreter):
+   * open loop: a fixed offered rate (default 100 requests/s of 100 mixed-format candidates), bounded count;
+   * closed loop: N requests from C concurrent clients (default 10,000 requests, concurrency 32).
+   Each prints p50 / p99 latency in ms, the achieved rate and the error count (any non-200 is an error).
+
+Run: .venv/bin/python benchmarks/serving.py [--artifact runs/demo/model] [--top-k 1]
+     [--requests 2000 --rate 100] [--load-requests 10000 --concurrency 32] [--skip-http]
+Without --artifact it trains a small model on a 200k-row synthetic log first (about 30 s).
+All figures come from this one run; compare them as ratios (full vs pruned, eager vs ONNX) on a noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 import camoe
 from camoe.export import OnnxScorer, ScoringModule, export_onnx
+from camoe.prune import prune_pipeline, select_experts
+
+
+HEADERS = {"content-type": "application/json"}
 
 
 def _percentiles(samples_s: list[float]) -> str:
@@ -29,7 +47,7 @@ def _percentiles(samples_s: list[float]) -> str:
 
 
 def _time(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
-    for _ in range(5):
+    for _ in range(10):
         fn()
     out = []
     for _ in range(repeats):
@@ -45,83 +63,170 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--artifact")
-    parser.add_argument("--requests", type=int, default=2000, help="HTTP requests (bounded)")
-    parser.add_argument("--rate", type=float, default=100.0, help="offered HTTP load, requests/s")
-    parser.add_argument("--candidates", type=int, default=100, help="candidates per HTTP request")
-    args = parser.parse_args()
+def _request_body(pipe: camoe.CTRPipeline, rows: pd.DataFrame) -> dict[str, Any]:
+    """One listener's context (the first row's user-side features) and the rows' ads as candidates."""
+    schema = pipe.config.schema
+    names = [f.name for f in schema.features]
+    multi = {f.name: f.separator for f in schema.features if f.type == "multi_categorical"}
+
+    def value(v: Any, name: str) -> Any:
+        if name in multi:
+            return [x for x in str(v).split(multi[name]) if x] if isinstance(v, str) else []
+        if isinstance(v, float) and np.isnan(v):
+            return None
+        return v.item() if hasattr(v, "item") else v
+
+    user_side = [n for n in names if n in {"age_bucket", "country", "device", "hour", "app_in_focus", "interests",
+                                           "session_minutes", "user_id"}]
+    first = rows.iloc[0]
+    context = {n: value(first[n], n) for n in user_side}
+    candidates = [{schema.format: r[schema.format], **{n: value(r[n], n) for n in names if n not in user_side}}
+                  for _, r in rows.iterrows()]
+    return {"context": context, "candidates": candidates}
+
+
+def _in_process(pipe: camoe.CTRPipeline, pruned: camoe.CTRPipeline, log: pd.DataFrame, tmp: Path) -> OnnxScorer:
     torch.set_num_threads(1)
+    scorers = {}
+    for name, p in (("full", pipe), ("pruned", pruned)):
+        scorers[name] = OnnxScorer(p, export_onnx(p, tmp / f"onnx_{name}"))
+    print(f"in-process, 1 thread; pruned = top-{pruned.config.model.gate_mask and sum(pruned.config.model.gate_mask[0])}"
+          f" per task, {pruned.config.model.num_experts} of {pipe.config.model.num_experts} experts kept. "
+          f"model = encoded tensors in, pCTR out; request = encode {{column: values}} + ONNX model")
+    for n in (1, 10, 100, 500):
+        frame = log.sample(n, random_state=n).reset_index(drop=True)
+        columns = {c: frame[c].tolist() for c in frame.columns}
+        batch = pipe.encode(frame, "bench", labels=False)
+        feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(),
+                 "dense": batch.dense.numpy(), "format_ids": batch.format_ids.numpy()}
+        line = [f"  {n:4d} mixed-format candidates"]
+        for name, p in (("full", pipe), ("pruned", pruned)):
+            module = ScoringModule(p.model_, p.layout_.format_task_index, p.config.train.negative_sampling_rate).eval()
+            with torch.no_grad():
+                eager = _time(lambda: module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids), 300)
+            onnx = _time(lambda: scorers[name].session.run(["pctr"], feeds), 300)
+            line.append(f"{name}: eager {_percentiles(eager)} | onnx {_percentiles(onnx)}")
+        request = _time(lambda: scorers["full"].predict_proba(columns), 200)
+        line.append(f"request path (full, onnx): {_percentiles(request)}")
+        print("\n      ".join(line), flush=True)
+    # one format only: the pruned model computes only that task's experts
+    fmt = log[pipe.config.schema.format].value_counts().index[0]
+    frame = log[log[pipe.config.schema.format] == fmt].sample(100, random_state=0)
+    for name in ("full", "pruned"):
+        b = scorers[name].pipe.encode(frame, "bench", labels=False)
+        feeds = {"cat_ids": b.cat_ids.numpy(), "multi_ids": b.multi_ids.numpy(), "dense": b.dense.numpy(),
+                 "format_ids": b.format_ids.numpy()}
+        print(f"   100 candidates of one format ({fmt}), {name}: onnx {_percentiles(_time(lambda: scorers[name].session.run(['pctr'], feeds), 300))}")
+    return scorers["full"]
+
+
+async def _open_loop(url: str, body: dict[str, Any], requests: int, rate: float) -> None:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    payload = json.dumps(body).encode()  # encoded once: the generator's CPU goes to sending, not to JSON
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async def one() -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/v1/score", content=payload, headers=HEADERS)
+                errors += r.status_code != 200
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+        tasks = []
+        start = time.perf_counter()
+        for i in range(requests):  # open loop: request i is sent at start + i / rate, whatever the replies do
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    print(f"HTTP open loop: {len(body['candidates'])} candidates, offered {rate:.0f} req/s, {requests} requests: "
+          f"{_percentiles(latencies)}, achieved {requests / elapsed:.1f} req/s, errors {errors}", flush=True)
+
+
+async def _closed_loop(url: str, body: dict[str, Any], requests: int, concurrency: int) -> None:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    payload = json.dumps(body).encode()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def worker() -> None:
+            nonlocal errors, remaining
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/score", content=payload, headers=HEADERS)
+                    errors += r.status_code != 200
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    print(f"HTTP closed loop: {len(body['candidates'])} candidates, {requests} requests, concurrency {concurrency}: "
+          f"{_percentiles(latencies)}, achieved {requests / elapsed:.1f} req/s, errors {errors}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifact")
+    parser.add_argument("--top-k", type=int, default=1, help="experts kept per task in the pruned model")
+    parser.add_argument("--requests", type=int, default=2000, help="open-loop HTTP requests (bounded)")
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop offered load, requests/s")
+    parser.add_argument("--candidates", type=int, default=100, help="candidates per HTTP request")
+    parser.add_argument("--load-requests", type=int, default=10_000, help="closed-loop HTTP requests")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop concurrent clients")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-in-process", action="store_true")
+    args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    log = camoe.generate_log(camoe.SyntheticConfig(rows=200_000, seed=0))
+    log = camoe.generate_log(camoe.SyntheticConfig(rows=200_000, seed=1))
     if args.artifact:
-        pipe = camoe.CTRPipeline.load(args.artifact)
+        artifact = Path(args.artifact)
+        pipe = camoe.CTRPipeline.load(artifact)
     else:
         cfg = camoe.load_config(camoe.demo_config_path(), {"train": {"epochs": 1}})
         splits = camoe.split_frame(log, cfg.data.split, cfg.schema.timestamp)
         pipe = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"])
-    onnx = OnnxScorer(pipe, export_onnx(pipe, tmp / "onnx"))
-    module = ScoringModule(pipe.model_, pipe.layout_.format_task_index, pipe.config.train.negative_sampling_rate).eval()
-    print("in-process, 1 thread (model = pre-encoded tensors; full = encode from a DataFrame + model):")
-    for n in (1, 10, 100, 500):
-        frame = log.sample(n, random_state=n).reset_index(drop=True)
-        batch = pipe.encode(frame, "bench", labels=False)
-        feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(),
-                 "dense": batch.dense.numpy(), "format_ids": batch.format_ids.numpy()}
-        with torch.no_grad():
-            eager_model = _time(lambda: module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids), 300)
-        onnx_model = _time(lambda: onnx.session.run(["pctr"], feeds), 300)
-        onnx_full = _time(lambda: onnx.predict_proba(frame), 100)
-        print(f"  {n:4d} candidates  eager model {_percentiles(eager_model)} | onnx model {_percentiles(onnx_model)}"
-              f" | onnx full {_percentiles(onnx_full)}", flush=True)
-
-    import httpx
-    import uvicorn
-
-    from camoe.serving import create_app
-
+        artifact = pipe.save(tmp / "model")
+    keep = select_experts(pipe.diagnostics_["mean_gate_weight"], pipe.layout_.tasks, top_k=args.top_k)
+    pruned = prune_pipeline(pipe, keep)
+    if not args.skip_in_process:
+        _in_process(pipe, pruned, log, tmp)
+    if args.skip_http:
+        return
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(pipe, scorer=onnx), host="127.0.0.1", port=port,
-                                           log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    rows = log.sample(args.candidates, random_state=1)
-    context_cols = ["age_bucket", "country", "device", "hour", "app_in_focus", "interests", "session_minutes"]
-    context = {c: (str(rows.iloc[0][c]).split("|") if c == "interests" else rows.iloc[0][c].item()
-                   if hasattr(rows.iloc[0][c], "item") else rows.iloc[0][c]) for c in context_cols}
-    ad_cols = ["advertiser_id", "ad_category", "content_type", "format", "bid_price", "ad_duration_s"]
-    candidates = [{c: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in ad_cols} for _, r in rows.iterrows()]
-    body = {"context": context, "candidates": candidates}
-
-    async def run_load() -> tuple[list[float], int]:
-        latencies: list[float] = []
-        errors = 0
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            async def one() -> None:
-                nonlocal errors
-                t0 = time.perf_counter()
-                r = await client.post("/v1/score", json=body)
-                latencies.append(time.perf_counter() - t0)
-                errors += r.status_code != 200
-            tasks = []
-            start = time.perf_counter()
-            for i in range(args.requests):  # open-loop: fixed offered rate, bounded count
-                delay = start + i / args.rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one()))
-            await asyncio.gather(*tasks)
-            elapsed = time.perf_counter() - start
-        print(f"HTTP loopback, {args.candidates} candidates, offered {args.rate:.0f} req/s, {args.requests} requests: "
-              f"{_percentiles(latencies)}, achieved {args.requests / elapsed:.1f} req/s, errors {errors}")
-        return latencies, errors
-
-    asyncio.run(run_load())
-    server.should_exit = True
-    thread.join(timeout=10)
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(artifact), "--port", str(port),
+                               "--backend", "onnx"], stdout=subprocess.DEVNULL, env={**os.environ})
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise SystemExit("camoe serve did not start") from None
+                time.sleep(0.2)
+        body = _request_body(pipe, log.sample(args.candidates, random_state=2))
+        asyncio.run(_open_loop(url, body, min(200, args.requests), args.rate))  # warm-up, not reported separately
+        asyncio.run(_open_loop(url, body, args.requests, args.rate))
+        asyncio.run(_closed_loop(url, body, args.load_requests, args.concurrency))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -14,33 +14,41 @@ field (unknown formats list the known ones); a body over ``max_body_bytes`` -> 4
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from camoe.artifact import schema_fingerprint
 from camoe.pipeline import CTRPipeline
 
 __all__ = ["ScoreRequest", "create_app"]
 
-FeatureValue = str | int | float | bool | list[str] | None
+FeatureValue = str | int | float | bool | list[str | int | float | None] | None
 
 
 class Candidate(BaseModel):
     """One candidate ad: its format plus ad-side features (any schema feature may be given here)."""
 
     model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FeatureValue] = Field(init=False)  # feature values are type-checked too
     format: str = Field(min_length=1)
 
 
 class ScoreRequest(BaseModel):
+    """``POST /v1/score`` body."""
+
     context: dict[str, FeatureValue] = Field(default_factory=dict)  # shared request features (user, device, ...)
     candidates: list[Candidate] = Field(min_length=1)
+
+
+def _error(status: int, detail: Any) -> Response:
+    return Response(json.dumps({"detail": detail}), status_code=status, media_type="application/json")
 
 
 def create_app(
@@ -50,9 +58,15 @@ def create_app(
 
     Args:
         pipe: fitted ``CTRPipeline`` (``CTRPipeline.load(artifact)``).
-        max_body_bytes: larger request bodies get 413.
+        max_body_bytes: larger request bodies get 413 (checked on the Content-Length header, and while reading a
+            body sent without one).
         max_candidates: more candidates in one request get 422.
-        scorer: object with ``predict_proba(frame)`` (e.g. ``camoe.export.OnnxScorer``); default the eager pipeline.
+        scorer: object with ``predict_proba(columns, source)`` (e.g. ``camoe.export.OnnxScorer``); default the
+            eager pipeline.
+
+    The scoring endpoint parses and validates the body with pydantic-core straight from bytes and computes on the
+    event loop (no thread hop): scoring is CPU-bound and short, so one worker process serves requests in order and
+    more throughput comes from more worker processes (``uvicorn --workers``), not threads.
     """
     if pipe.layout_ is None or pipe.encoder_ is None:
         raise RuntimeError("create_app needs a fitted pipeline")
@@ -69,25 +83,36 @@ def create_app(
                         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
     app = FastAPI(title="camoe scoring", version=__version__)
 
-    @app.middleware("http")
-    async def limit_and_measure(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            response: Response = JSONResponse(
-                {"detail": f"request body of {length} bytes exceeds max_body_bytes={max_body_bytes}"}, status_code=413
-            )
-        else:
-            body = await request.body()
-            if len(body) > max_body_bytes:
-                response = JSONResponse(
-                    {"detail": f"request body exceeds max_body_bytes={max_body_bytes}"}, status_code=413
-                )
-            else:
-                response = await call_next(request)
-        requests.labels(request.url.path, str(response.status_code)).inc()
-        latency.labels(request.url.path).observe(time.perf_counter() - start)
-        return response
+    class LimitAndMeasure:
+        """Pure ASGI middleware: 413 on a declared body over the limit; request count and latency per endpoint."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            start, status = time.perf_counter(), 500
+
+            async def send_status(message: dict[str, Any]) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            try:
+                if length.isdigit() and int(length) > max_body_bytes:
+                    await _error(413, f"request body of {int(length)} bytes exceeds max_body_bytes={max_body_bytes}")(
+                        scope, receive, send_status)
+                else:
+                    await self.inner(scope, receive, send_status)
+            finally:
+                requests.labels(scope["path"], str(status)).inc()
+                latency.labels(scope["path"]).observe(time.perf_counter() - start)
+
+    app.add_middleware(LimitAndMeasure)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -107,37 +132,44 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/score")
-    def score(body: ScoreRequest) -> dict[str, Any]:
+    @app.post("/v1/score", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ScoreRequest.model_json_schema()}}}})
+    async def score(request: Request) -> Response:
+        chunks, size = [], 0
+        async for chunk in request.stream():  # bounded read, also for bodies sent without Content-Length
+            size += len(chunk)
+            if size > max_body_bytes:
+                return _error(413, f"request body exceeds max_body_bytes={max_body_bytes}")
+            chunks.append(chunk)
+        try:
+            body = ScoreRequest.model_validate_json(b"".join(chunks))
+        except ValidationError as err:
+            return _error(422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                                for e in err.errors(include_url=False, include_input=False)])
         if len(body.candidates) > max_candidates:
-            raise HTTPException(422, f"candidates: {len(body.candidates)} exceeds max_candidates={max_candidates}")
+            return _error(422, f"candidates: {len(body.candidates)} exceeds max_candidates={max_candidates}")
         unknown_ctx = sorted(set(body.context) - feature_names)
         if unknown_ctx:
-            raise HTTPException(422, f"context: unknown features {unknown_ctx}; features: {sorted(feature_names)}")
+            return _error(422, f"context: unknown features {unknown_ctx}; features: {sorted(feature_names)}")
         n = len(body.candidates)
         columns: dict[str, list[Any]] = {name: [body.context.get(name)] * n for name in feature_names}
         columns[schema.format] = [c.format for c in body.candidates]
         for i, cand in enumerate(body.candidates):
             if cand.format not in known_formats:
-                raise HTTPException(
+                return _error(
                     422, f"candidates[{i}].format: unknown ad format '{cand.format}'; known formats: {list(layout.formats)}"
                 )
             for name, value in (cand.model_extra or {}).items():
                 if name not in feature_names:
                     unknown = sorted(set(cand.model_extra or {}) - feature_names)
-                    raise HTTPException(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
+                    return _error(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
                 columns[name][i] = value  # the candidate's own value overrides the context's
-        frame = columns  # {column: N values}: encoded by the training encoder without building a DataFrame
-        try:
-            pctr = np.asarray(score_fn(frame, "request"), dtype=np.float64)
+        try:  # {column: N values}: encoded by the training encoder without building a DataFrame
+            pctr = np.asarray(score_fn(columns, "request"), dtype=np.float64)
         except ValueError as err:
-            raise HTTPException(422, str(err)) from None
-        return {
-            "model_version": version,
-            "scores": [
-                {"format": c.format, "task": layout.format_to_task[c.format], "pctr": float(p)}
-                for c, p in zip(body.candidates, pctr)
-            ],
-        }
+            return _error(422, str(err))
+        scores = [{"format": c.format, "task": layout.format_to_task[c.format], "pctr": float(p)}
+                  for c, p in zip(body.candidates, pctr)]
+        return Response(json.dumps({"model_version": version, "scores": scores}), media_type="application/json")
 
     return app

@@ -117,3 +117,39 @@ def test_config_rejects_non_finite_and_negative_weights() -> None:
             camoe.load_config({**base, "train": train})
     with pytest.raises(camoe.ConfigError, match="separator"):
         camoe.load_config({"schema": {"features": [{"name": "i", "type": "multi_categorical", "separator": ""}]}})
+
+
+def test_csv_row_with_too_few_or_too_many_fields_names_file_and_row(tmp_path: Path) -> None:
+    lines = CSV.strip().splitlines()
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join([*lines[:3], "1700000009,u9,a9,audio", *lines[3:]]) + "\n")
+    with pytest.raises(ValueError, match=r"short\.csv: malformed CSV: 1 rows .* row 4: 4 fields, expected 9"):
+        read_table(short)
+    long = tmp_path / "long.csv"
+    long.write_text("\n".join([*lines, lines[-1] + ",extra"]) + "\n")
+    with pytest.raises(ValueError, match=r"long\.csv: malformed CSV"):
+        read_table(long)
+    # a quoted value holding the separator or a newline is one field, not a malformed row
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text(lines[0] + "\n" + '1700000000,u1,a1,audio,"ios, v2","music\nnews",0.5,10,1\n')
+    assert read_table(quoted).loc[0, "device"] == "ios, v2"
+
+
+def test_missing_error_counts_separator_only_multi_cells() -> None:
+    cfg = _config()
+    cfg.schema.features[2].missing = "error"
+    frame = pd.read_csv(__import__("io").StringIO(CSV), keep_default_na=False, na_values=[""], dtype={"ad_id": str})
+    frame.loc[4, "interests"] = "|"  # only the separator: no value
+    frame.loc[5, "interests"] = " | "
+    with pytest.raises(ValueError, match=r"'interests' has 2 missing values"):
+        camoe.CTRPipeline(cfg).fit(frame)
+
+
+def test_encoding_errors_in_an_explicit_split_file_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text(CSV)
+    lines = CSV.strip().splitlines()
+    (tmp_path / "valid.csv").write_text("\n".join([lines[0], lines[1].replace(",0.5,", ",cheap,")]) + "\n")
+    cfg = _config()
+    cfg.data.path, cfg.data.valid_path = str(tmp_path / "train.csv"), str(tmp_path / "valid.csv")
+    with pytest.raises(ValueError, match=r"valid \(.*valid\.csv\).*bid_price.*cheap"):
+        camoe.train_and_evaluate(cfg, output_dir=tmp_path / "out")

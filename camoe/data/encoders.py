@@ -123,7 +123,10 @@ def _categorical_strings(col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.nd
         (N,) object array of strings ("" where missing), (N,) bool missing mask.
     """
     if isinstance(col, np.ndarray):
-        strs = np.array([_category_value(v) for v in col], dtype=object) if len(col) else np.zeros(0, dtype=object)
+        # text (the common case) is stripped inline; other values take the full rule
+        strs = np.array([v.strip() if type(v) is str else _category_value(v) for v in col], dtype=object)
+        if not len(col):
+            strs = np.zeros(0, dtype=object)
         return strs, strs == ""
     if pd.api.types.is_float_dtype(col.dtype):
         arr = col.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -380,7 +383,7 @@ class FeatureEncoder:
             ids = self._id_cache.get(spec.name)
             if ids is None:
                 ids = self._id_cache[spec.name] = {v: i + NUM_RESERVED for i, v in enumerate(self.vocab_[spec.name])}
-            return np.fromiter((ids.get(v, OOV_ID) for v in strs), dtype=np.int64, count=len(strs))
+            return np.array([ids.get(v, OOV_ID) for v in strs], dtype=np.int64).reshape(len(strs))
         index = self._index_cache.get(spec.name)
         if index is None:  # built once per fitted state: its hash table costs O(vocabulary) to build
             index = self._index_cache[spec.name] = pd.Index(self.vocab_[spec.name], dtype=object)
@@ -459,7 +462,8 @@ class FeatureEncoder:
             missing = ~np.isfinite(x)
             self._check_missing_policy(spec, int(missing.sum()), source)
             x = np.where(missing, self.fill_[spec.name], x)
-            dense[:, col] = (x - self.mean_[spec.name]) / self.std_[spec.name]
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is checked and named below
+                dense[:, col] = (x - self.mean_[spec.name]) / self.std_[spec.name]
             missing_counts[spec.name] = int(missing.sum())
             col += 1
             if spec.missing_indicator:

@@ -42,6 +42,42 @@ def expand_paths(path: str | Path) -> list[Path]:
     return files
 
 
+def _check_field_counts(file: Path, sep: str) -> None:
+    """Refuse rows with fewer (or more) fields than the header, which pandas would pad with NaN silently.
+
+    One streaming pass with pyarrow's CSV parser (bounded memory, only the first column converted); quoted values
+    may hold newlines. Files pyarrow cannot parse (e.g. not UTF-8) are left to pandas and its errors.
+
+    Raises:
+        ValueError: names the file, the count of bad rows, and the first ones with their row number (the header is
+            row 1) and field counts.
+    """
+    import pyarrow.csv as pacsv
+
+    bad: list[Any] = []
+
+    def on_bad_row(row: Any) -> str:
+        bad.append(row)
+        return "skip"
+
+    try:
+        width = len(pd.read_csv(file, nrows=0, sep=sep).columns)
+        names = [f"c{i}" for i in range(width)]  # own names: pandas and Arrow name blank header cells differently
+        reader = pacsv.open_csv(
+            file, read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=on_bad_row),
+            convert_options=pacsv.ConvertOptions(include_columns=names[:1], column_types={names[0]: pa.string()}),
+        )
+        for _ in reader:
+            pass
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+        return  # pandas reads the file next and reports what it finds
+    if bad:
+        first = "; ".join(f"row {r.number}: {r.actual_columns} fields, expected {r.expected_columns} ({r.text[:60]!r})"
+                          for r in bad[:3])
+        raise ValueError(f"{file}: malformed CSV: {len(bad)} rows do not have one field per header column; {first}")
+
+
 def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> pd.DataFrame:
     # Only empty cells are missing: "NA", "null", "None" stay literal category values. Columns in text_columns
     # (categorical features) are read as text so "007" stays "007" and large integer ids keep every digit.
@@ -49,6 +85,8 @@ def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> p
     if text_columns and "dtype" not in options:
         header = pd.read_csv(file, nrows=0, sep=opts["sep"]).columns
         opts["dtype"] = {c: str for c in text_columns if c in header}
+    if set(options) <= {"sep"} and len(opts["sep"]) == 1:
+        _check_field_counts(file, opts["sep"])
     try:
         frame = pd.read_csv(file, **opts)
     except pd.errors.EmptyDataError:
