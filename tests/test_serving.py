@@ -128,3 +128,26 @@ def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_p
         server.terminate()
         server.wait(timeout=30)
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+
+
+def test_abuse_gets_4xx_never_5xx(make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame) -> None:
+    pipe = camoe.CTRPipeline(make_config(train={"epochs": 1, "batch_size": 4})).fit(b04_rows)
+    client = TestClient(create_app(pipe), raise_server_exceptions=False)  # default limits: 1 MB, 1000 candidates
+    r = client.post("/v1/score", json={"candidates": [{"format": "audio"}] * 10_000})
+    assert r.status_code == 422 and "max_candidates=1000" in r.text
+    r = client.post("/v1/score", json={"candidates": [{"format": "audio", "ad_id": "x" * 100}] * 10_000})
+    assert r.status_code == 413
+    bad_bodies = [b"", b"null", b"[]", b'{"candidates": "audio"}', b'{"candidates": [{"format": 3}]}',
+                  b'{"candidates": [{"format": "audio", "bid_price": {"a": 1}}]}', b"\xff\xfe", b'{"candidates": [',
+                  b'{"context": [], "candidates": [{"format": "audio"}]}']
+    for body in bad_bodies:
+        r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (body, r.status_code, r.text)
+    # a body streamed without Content-Length is still bounded
+    def chunks():  # noqa: ANN202
+        yield b'{"candidates": ['
+        for _ in range(60_000):  # 1.2 MB
+            yield b'{"format": "audio"},'
+        yield b'{"format": "audio"}]}'
+    r = client.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413

@@ -43,6 +43,9 @@ class TrainResult:
         best_score: mean validation AUC-PR over tasks at ``best_step`` (NaN without validation data).
         steps: optimizer steps run.
         rows_per_s: training rows per second of wall time, evaluation excluded.
+        resumed_from_step: the checkpoint step training resumed from (None when it started fresh); the work
+            repeated after a crash is the steps between that checkpoint and the crash, at most
+            ``checkpoint_every_steps``.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -50,6 +53,7 @@ class TrainResult:
     best_score: float = float("nan")
     steps: int = 0
     rows_per_s: float = 0.0
+    resumed_from_step: int | None = None
 
 
 @torch.no_grad()
@@ -330,6 +334,7 @@ def train_model(
         result.best_score, result.best_step, result.history = ck["best_score"], ck["best_step"], ck["history"]
         part_sums, part_counts = ck["part_sums"], ck["part_counts"]
         step, rows_seen = ck["step"], ck["rows_seen"]
+        result.resumed_from_step = step
         start_epoch, start_batch, resume_rng = ck["epoch"], ck["next_batch"], ck["epoch_rng"]
         torch.set_rng_state(ck["torch_rng"])
         bar.update(rows_seen)
