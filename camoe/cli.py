@@ -1,4 +1,4 @@
-"""Command line: ``camoe generate | train | evaluate | predict | export | prune | serve | demo``.
+"""Command line: ``camoe generate | train | evaluate | predict | export | calibrate | prune | serve | demo``.
 
 Every command has ``--help``. Errors in the user's data or config print one clear message and exit with status 2.
 """
@@ -115,6 +115,8 @@ def _train(
     _print(f"trained {cfg.model.name} ({cfg.model.expert_type} experts, grouping '{cfg.grouping.strategy}', "
            f"tasks {list(pipe.layout_.tasks)}) in {time.perf_counter() - t0:.1f} s, "
            f"{result.rows_per_s:,.0f} rows/s, best step {result.best_step}")
+    if result.resumed_from_step is not None:
+        _print(f"resumed from the checkpoint at step {result.resumed_from_step} of {result.steps}")
     if "test" in metrics:
         _print("\ntest split:")
         _print(format_table(metrics["test"]))
@@ -197,6 +199,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     _check_output_dir(out)
     path = export_onnx(CTRPipeline.load(args.artifact), out)
     _print(f"wrote {path} and {out / 'inputs.json'} (inputs: cat_ids, multi_ids, dense, format_ids -> pctr)")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import warnings as _warnings
+
+    from camoe.pipeline import CTRPipeline
+    from camoe.run import load_splits, read_for_config
+
+    pipe = CTRPipeline.load(args.artifact)
+    if args.data:
+        frame, source = read_for_config(pipe.config, args.data), str(args.data)
+    else:
+        frame, source = load_splits(pipe.config)["valid"], "valid split"
+    if len(frame) == 0:
+        raise ValueError(f"{source}: no rows to fit the calibration on; give --data FILE")
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        before = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
+        pipe.calibrate(frame, args.method, source)
+        after = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
+    for task in before:
+        _print(f"  task {task:12s} calib ratio {before[task]['calibration_ratio']:.3f} -> "
+               f"{after[task]['calibration_ratio']:.3f}, ECE {before[task]['ece']:.5f} -> {after[task]['ece']:.5f} "
+               f"({source}, {args.method})")
+    out = Path(args.output or args.artifact)
+    _check_output_dir(out)
+    metrics = pipe.diagnostics_ and {"gates": pipe.diagnostics_}
+    pipe.save(out, metrics={**(metrics or {}), "calibration": {"method": args.method, "fitted_on": source,
+                                                               "before": before, "after": after}})
+    _print(f"wrote {out}: scores from it (predict, evaluate, export, serve) apply the {args.method} map; report "
+           f"its test metrics with `camoe evaluate {out}`")
     return 0
 
 
@@ -344,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", help="folder for model.onnx and inputs.json (default: <artifact>/onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="fit a post-hoc per-task calibration (isotonic or Platt) into an artifact")
+    p.add_argument("artifact")
+    p.add_argument("--method", choices=["isotonic", "platt"], default="isotonic")
+    p.add_argument("--data", help="labelled rows to fit on (default: the config's validation split)")
+    p.add_argument("--output", help="artifact folder to write (default: update ARTIFACT in place)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("prune", help="inference-time expert masking: keep each task's top experts, drop the rest")
     p.add_argument("artifact")

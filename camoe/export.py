@@ -7,6 +7,8 @@ Input layout of the exported model (all batch-first, batch size dynamic):
     dense      (B, N) float32  transformed numeric features, ``InputSpec.dense_features`` order
     format_ids (B,) int64      index of each row's ad format in ``tasks.json`` "formats"
     -> pctr    (B,) float32    sigmoid of the row's own task logit, negative-downsampling correction applied once
+                               (an artifact's post-hoc calibration, ``tasks.json`` "calibration", is applied after
+                               the ONNX model by ``OnnxScorer``, from the same stored parameters)
 
 The encoding step is ``FeatureEncoder.transform``, the same code as training and batch scoring; ``OnnxScorer`` runs
 it and then ONNX Runtime. ``inputs.json`` beside ``model.onnx`` records this layout.
@@ -121,4 +123,9 @@ class OnnxScorer:
         batch = self.pipe.encode(frame, source, labels=False)
         feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(),
                  "dense": batch.dense.numpy(), "format_ids": batch.format_ids.numpy()}
-        return self.session.run(["pctr"], feeds)[0]
+        pctr = self.session.run(["pctr"], feeds)[0]
+        calibration, layout = self.pipe.calibration_, self.pipe.layout_
+        if calibration is not None and layout is not None:  # the artifact's post-hoc map, as in eager scoring
+            task = np.asarray(layout.format_task_index)[feeds["format_ids"]]
+            pctr = calibration.apply(pctr, task, layout.tasks)
+        return pctr

@@ -26,13 +26,15 @@ import torch
 
 from camoe.artifact import ArtifactError, load_artifact, save_artifact
 from camoe.batch import Batch
+from camoe.calibration import PosthocCalibration
 from camoe.config import ConfigError, RunConfig
-from camoe.data.encoders import EncodedFeatures, FeatureEncoder
+from camoe.data.encoders import EncodedFeatures, FeatureEncoder, _categorical_strings, _column, _columns_of
 from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_pairs
 from camoe.evaluation.metrics import evaluate_groups
 from camoe.grouping import TaskLayout, build_task_layout
 from camoe.model import build_model
 from camoe.training.sampling import row_groups
+from camoe.training.distributed import DistContext
 from camoe.training.trainer import TrainResult, predict_logits, train_model
 
 __all__ = ["CTRPipeline", "correct_downsampling"]
@@ -97,6 +99,7 @@ class CTRPipeline:
         self.format_attributes_: dict[str, dict[str, str]] = {}
         self.last_encoding_: EncodedFeatures | None = None
         self.diagnostics_: dict[str, Any] = {}
+        self.calibration_: PosthocCalibration | None = None  # post-hoc per-task map (``calibrate``), saved with it
 
     # ------------------------------------------------------------------ data
     def _resolve_formats(self, formats: np.ndarray) -> dict[str, dict[str, str]]:
@@ -145,6 +148,8 @@ class CTRPipeline:
         log: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_path: str | Path | None = None,
         resume: bool = False,
+        dist_ctx: DistContext | None = None,
+        sources: dict[str, str] | None = None,
     ) -> CTRPipeline:
         """Fit the encoder on ``train`` only, build the model from the encoder's table sizes, train.
 
@@ -156,11 +161,15 @@ class CTRPipeline:
             checkpoint_path: training checkpoint file (see ``train_model``); None = no checkpoints.
             resume: continue from ``checkpoint_path``. The encoder is refitted on the same rows, which gives the
                 same state, so the checkpoint's weights fit.
+            dist_ctx: data-parallel context (``camoe.training.distributed``); every rank holds all rows and trains
+                on its share of each global batch.
+            sources: how errors name the rows, e.g. {"train": "train split of log.csv", "valid": "valid.csv"}.
 
         Returns:
             self.
         """
         cfg = self.config
+        sources = sources or {}
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         if len(train) == 0:
@@ -172,8 +181,8 @@ class CTRPipeline:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.encoder_ = FeatureEncoder(cfg.schema).fit(train, "train")
-        train_batch = self.encode(train, "train")
-        valid_batch = self.encode(valid, "valid") if valid is not None and len(valid) else None
+        train_batch = self.encode(train, sources.get("train", "train"))
+        valid_batch = self.encode(valid, sources.get("valid", "valid")) if valid is not None and len(valid) else None
         torch.manual_seed(cfg.train.seed)
         assert self.encoder_.input_spec_ is not None
         self.model_ = build_model(cfg.model, self.encoder_.input_spec_, len(self.layout_.tasks))
@@ -194,7 +203,7 @@ class CTRPipeline:
             self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
             valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
             checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None, resume=resume,
-            balanced_groups=self._balanced_groups(train_batch),
+            balanced_groups=self._balanced_groups(train_batch), dist_ctx=dist_ctx,
         )
         self.diagnostics_ = self._gate_diagnostics(valid_batch if valid_batch is not None else train_batch)
         return self
@@ -243,9 +252,33 @@ class CTRPipeline:
 
     # ------------------------------------------------------------------ score
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(N, T) logits -> pCTR: sigmoid, negative-downsampling correction once, then the post-hoc calibration."""
         p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         rate = self.config.train.negative_sampling_rate
-        return correct_downsampling(p, rate) if rate is not None else p
+        p = correct_downsampling(p, rate) if rate is not None else p
+        if self.calibration_ is not None and self.layout_ is not None:
+            p = self.calibration_.apply_matrix(p, self.layout_.tasks)
+        return p
+
+    def calibrate(self, frame: pd.DataFrame, method: str = "isotonic", source: str = "valid") -> CTRPipeline:
+        """Fit a post-hoc per-task calibration (``camoe.calibration``) on labelled rows, e.g. the validation split.
+
+        It replaces any previous calibration, is saved with the artifact and applies to every later score
+        (``predict_proba``, ``evaluate``, ONNX scoring, the service).
+
+        Raises:
+            ValueError: unknown method, or rows that fail validation (named by ``source``).
+        """
+        if self.model_ is None or self.layout_ is None:
+            raise RuntimeError("CTRPipeline is not fitted")
+        self.calibration_ = None
+        batch = self.encode(frame, source)
+        assert batch.labels is not None
+        probs = self._probabilities(predict_logits(self.model_, batch))  # (N, T), uncalibrated
+        task = np.asarray(self.layout_.format_task_index)[batch.format_ids.numpy()]  # (N,)
+        own = np.take_along_axis(probs, task[:, None], axis=1)[:, 0]
+        self.calibration_ = PosthocCalibration.fit(method, own, batch.labels.numpy(), task, self.layout_.tasks)
+        return self
 
     def predict_task_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
         """pCTR of every task head: (N, T), columns in ``layout_.tasks`` order (downsampling corrected once)."""
@@ -276,7 +309,7 @@ class CTRPipeline:
                 true_prob=true_prob, split=split, group_attributes=self.format_attributes_,
             )
 
-    def evaluate(self, frame: pd.DataFrame, split: str = "test") -> dict[str, Any]:
+    def evaluate(self, frame: pd.DataFrame, split: str = "test", source: str | None = None) -> dict[str, Any]:
         """Per-format, per-task (and per-attribute, e.g. per-modality) metrics on labelled rows.
 
         Returns:
@@ -284,7 +317,7 @@ class CTRPipeline:
         """
         if self.model_ is None:
             raise RuntimeError("CTRPipeline is not fitted")
-        batch = self.encode(frame, split)
+        batch = self.encode(frame, source or split)  # errors name ``source`` (e.g. the file), else the split
         assert batch.labels is not None and self.layout_ is not None and self.last_encoding_ is not None
         true_prob = self._true_prob(frame, split)
         formats = np.array(self.layout_.formats)[batch.format_ids.numpy()]
@@ -327,6 +360,8 @@ class CTRPipeline:
         config = self.config.to_dict()
         config["_config_dir"] = self.config._config_dir
         tasks = {**self.layout_.to_dict(), "format_attributes": self.format_attributes_}
+        if self.calibration_ is not None:
+            tasks["calibration"] = self.calibration_.to_dict()
         history = self.train_result_.history if self.train_result_ is not None else []
         return save_artifact(
             folder, self.model_.state_dict(), config, self.encoder_.state_dict(), tasks, metrics,
@@ -354,6 +389,8 @@ class CTRPipeline:
             pipe.encoder_ = FeatureEncoder.from_state(cfg.schema, parts.encoder)
             pipe.layout_ = TaskLayout.from_dict(parts.tasks)
             pipe.format_attributes_ = parts.tasks.get("format_attributes", {})
+            if parts.tasks.get("calibration"):
+                pipe.calibration_ = PosthocCalibration.from_dict(parts.tasks["calibration"])
         except (ValueError, KeyError, TypeError) as err:
             raise ArtifactError(f"{folder}: encoder or task state unreadable ({type(err).__name__}: {err})") from None
         assert pipe.encoder_.input_spec_ is not None

@@ -128,6 +128,7 @@ def prune_pipeline(pipe: CTRPipeline, keep: np.ndarray) -> CTRPipeline:
     out.encoder_, out.layout_, out.format_attributes_ = pipe.encoder_, pipe.layout_, pipe.format_attributes_
     out.model_ = pruned
     out.train_result_ = pipe.train_result_
+    out.calibration_ = pipe.calibration_  # fitted on the unpruned model's scores: refit with `camoe calibrate`
     gates = pipe.diagnostics_.get("mean_gate_weight", {})
     out.diagnostics_ = {
         "mean_gate_weight": {t: [w[i] for i in used] for t, w in gates.items()},

@@ -79,11 +79,12 @@ def train_and_evaluate(
         pipe.check_rows(rows, _source(cfg, name))
     out = Path(output_dir or cfg.output_dir)
     pipe = pipe.fit(splits["train"], splits["valid"], progress=progress, log=log,
-                    checkpoint_path=out / "checkpoints" / "last.pt", resume=resume)
+                    checkpoint_path=out / "checkpoints" / "last.pt", resume=resume,
+                    sources={name: _source(cfg, name) for name in ("train", "valid")})
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         if len(splits[split]):
-            metrics[split] = pipe.evaluate(splits[split], split=split)
+            metrics[split] = pipe.evaluate(splits[split], split=split, source=_source(cfg, split))
     assert pipe.train_result_ is not None
     summary = {**metrics.get("test", {}), "gates": pipe.diagnostics_,
                "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,
