@@ -83,6 +83,8 @@ def _check_output_file(path: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from camoe.data.synthetic import SyntheticConfig, generate_log
 
+    if getattr(args, "shards", None):
+        return _generate_shards(args)
     t0 = time.perf_counter()
     frame = generate_log(SyntheticConfig(rows=args.rows, seed=args.seed))
     out = Path(args.output)
@@ -99,19 +101,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_shards(args: argparse.Namespace) -> int:
+    """Write ``--rows`` rows as ``--shards`` Parquet files in the ``--output`` folder, one shard in memory at a time."""
+    from camoe.data.synthetic import SyntheticConfig, generate_log
+
+    out = Path(args.output)
+    if args.shards < 1:
+        raise ValueError(f"--shards {args.shards}: give a positive number of files")
+    if out.suffix in (".csv", ".parquet", ".pq") or out.is_file():
+        raise ValueError(f"--output {out}: with --shards give a folder; it receives part-00000.parquet ...")
+    if args.format == "csv":
+        raise ValueError("--shards writes Parquet only")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfg = SyntheticConfig(rows=args.rows, seed=args.seed)
+    total = 0
+    for shard in range(args.shards):
+        frame = generate_log(cfg, shard=shard, num_shards=args.shards)
+        frame.to_parquet(out / f"part-{shard:05d}.parquet", index=False)
+        total += len(frame)
+        del frame
+    dt = time.perf_counter() - t0
+    _print(f"wrote {total:,} rows in {args.shards} Parquet files to {out}/ in {dt:.1f} s ({total / dt:,.0f} rows/s)")
+    return 0
+
+
 def _train(
     config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False
 ) -> tuple[Any, Any, Path]:
     from camoe.config import load_config
     from camoe.evaluation.report import format_table
     from camoe.run import train_and_evaluate
+    from camoe.training.distributed import init_distributed
 
     cfg = load_config(config_path, overrides)
     out = Path(output or cfg.output_dir)
     _check_output_dir(out)
+    ctx = init_distributed()  # rank 0 of 1 unless started by torchrun
+    if not ctx.is_main:
+        warnings.simplefilter("ignore")  # rank 0 reports
     t0 = time.perf_counter()
-    pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry, resume=resume)
+    try:
+        pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry, resume=resume,
+                                           dist_ctx=ctx)
+    finally:
+        if ctx.enabled:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    if not ctx.is_main:
+        return pipe, metrics, out
     result = pipe.train_result_
+    if ctx.enabled:
+        _print(f"data parallel: {ctx.world_size} ranks, global batch {cfg.train.batch_size}")
     _print(f"trained {cfg.model.name} ({cfg.model.expert_type} experts, grouping '{cfg.grouping.strategy}', "
            f"tasks {list(pipe.layout_.tasks)}) in {time.perf_counter() - t0:.1f} s, "
            f"{result.rows_per_s:,.0f} rows/s, best step {result.best_step}")
@@ -136,13 +178,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from camoe.run import load_splits, read_for_config
 
     pipe = CTRPipeline.load(args.artifact)
-    if args.data:
-        frame, split = read_for_config(pipe.config, args.data), Path(args.data).name
+    if pipe.config.data.streaming.enabled and not args.data:  # the split streamed from Parquet
+        from camoe.streaming import StreamSplits, evaluate_stream
+
+        splits, split = StreamSplits(pipe.config), args.split
+        if splits.rows(split) == 0:
+            raise ValueError(f"{args.split}: no rows to evaluate")
+        metrics = evaluate_stream(pipe, splits, split)
     else:
-        frame, split = load_splits(pipe.config)[args.split], args.split
-    if len(frame) == 0:
-        raise ValueError(f"{args.data or args.split}: no rows to evaluate")
-    metrics = pipe.evaluate(frame, split=split)
+        if args.data:
+            frame, split = read_for_config(pipe.config, args.data), Path(args.data).name
+        else:
+            frame, split = load_splits(pipe.config)[args.split], args.split
+        if len(frame) == 0:
+            raise ValueError(f"{args.data or args.split}: no rows to evaluate")
+        metrics = pipe.evaluate(frame, split=split)
     out = Path(args.output or Path(args.artifact) / f"eval_{Path(split).stem}")
     _check_output_dir(out)
     write_json(out / "metrics.json", metrics)
@@ -162,6 +212,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     _check_output_file(args.output)
     pipe = CTRPipeline.load(args.artifact)
+    if pipe.config.data.streaming.enabled and args.backend == "torch" and args.reader in ("auto", "parquet"):
+        from camoe.streaming import predict_stream
+
+        rows, oov = predict_stream(pipe, args.data, args.output, keep=args.keep,
+                                   read_batch_rows=pipe.config.data.streaming.read_batch_rows)
+        _print(f"wrote {rows:,} pCTRs to {args.output} (streamed); rows with out-of-vocabulary values per feature: "
+               f"{ {k: v for k, v in oov.items() if v} or 'none'}")
+        return 0
     frame = read_for_config(pipe.config, args.data, None if args.reader == "auto" else args.reader)
     missing = [c for c in args.keep or [] if c not in frame.columns]
     if missing:
@@ -346,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/log.parquet", help="output file (.parquet or .csv)")
     p.add_argument("--format", choices=["parquet", "csv"], help="default: from the output suffix")
+    p.add_argument("--shards", type=int,
+                   help="write S Parquet files into the --output folder, generated one at a time (any size log)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train", help="train and evaluate a model from a YAML config; writes the artifact folder")

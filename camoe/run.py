@@ -12,6 +12,7 @@ from camoe.config import RunConfig, resolve_path
 from camoe.data.readers import read_table
 from camoe.data.split import split_frame
 from camoe.pipeline import CTRPipeline
+from camoe.training.distributed import DistContext
 
 __all__ = ["load_splits", "read_for_config", "train_and_evaluate"]
 
@@ -66,21 +67,31 @@ def train_and_evaluate(
     progress: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
+    dist_ctx: DistContext | None = None,
 ) -> tuple[CTRPipeline, dict[str, Any]]:
     """Train on the train split, early-stop on valid, evaluate on test, save the artifact with ``metrics.json``.
+
+    With ``cfg.data.streaming.enabled`` the data is streamed from Parquet (``camoe.streaming``). Under data
+    parallelism (``dist_ctx`` with P ranks) every rank trains; only rank 0 evaluates on test and writes the artifact
+    (the other ranks return empty metrics).
 
     Returns:
         (fitted pipeline, metrics with keys ``test`` and ``valid``; ``test`` also written to
         ``<output_dir>/metrics.json``).
     """
+    ctx = dist_ctx or DistContext()
+    out = Path(output_dir or cfg.output_dir)
+    if cfg.data.streaming.enabled and frame is None:
+        return _train_and_evaluate_streaming(cfg, out, progress, log, resume, ctx)
     splits = load_splits(cfg, frame)
     pipe = CTRPipeline(cfg)
     for name, rows in splits.items():  # fail on bad labels / formats in any split before training, not after
         pipe.check_rows(rows, _source(cfg, name))
-    out = Path(output_dir or cfg.output_dir)
     pipe = pipe.fit(splits["train"], splits["valid"], progress=progress, log=log,
-                    checkpoint_path=out / "checkpoints" / "last.pt", resume=resume,
+                    checkpoint_path=out / "checkpoints" / "last.pt", resume=resume, dist_ctx=ctx,
                     sources={name: _source(cfg, name) for name in ("train", "valid")})
+    if not ctx.is_main:
+        return pipe, {}
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         if len(splits[split]):
@@ -89,5 +100,28 @@ def train_and_evaluate(
     summary = {**metrics.get("test", {}), "gates": pipe.diagnostics_,
                "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,
                          "rows_per_s": pipe.train_result_.rows_per_s}}
+    pipe.save(out, metrics=summary)
+    return pipe, metrics
+
+
+def _train_and_evaluate_streaming(
+    cfg: RunConfig, out: Path, progress: bool, log: Callable[[dict[str, Any]], None] | None, resume: bool,
+    ctx: DistContext,
+) -> tuple[CTRPipeline, dict[str, Any]]:
+    from camoe.streaming import StreamSplits, evaluate_stream, fit_stream
+
+    splits = StreamSplits(cfg)
+    pipe = fit_stream(cfg, splits, progress=progress, log=log, checkpoint_path=out / "checkpoints" / "last.pt",
+                      resume=resume, dist_ctx=ctx)
+    if not ctx.is_main:
+        return pipe, {}
+    metrics: dict[str, Any] = {}
+    for split in ("valid", "test"):
+        if splits.rows(split):
+            metrics[split] = evaluate_stream(pipe, splits, split)
+    assert pipe.train_result_ is not None
+    summary = {**metrics.get("test", {}),
+               "train": {"rows": getattr(pipe, "train_rows_", None), "best_step": pipe.train_result_.best_step,
+                         "rows_per_s": pipe.train_result_.rows_per_s, "streaming": True}}
     pipe.save(out, metrics=summary)
     return pipe, metrics

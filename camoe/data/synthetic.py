@@ -126,11 +126,15 @@ def _labels(prefix: str, n: int) -> np.ndarray:
     return np.char.add(prefix, np.arange(n).astype(str)).astype(object)
 
 
-def generate_log(cfg: SyntheticConfig | None = None) -> pd.DataFrame:
-    """Generate the impression log.
+def generate_log(cfg: SyntheticConfig | None = None, shard: int = 0, num_shards: int = 1) -> pd.DataFrame:
+    """Generate the impression log, or one shard of it.
 
     Args:
         cfg: sizes, seed and effect sizes; defaults to ``SyntheticConfig()`` (1M rows).
+        shard: which shard to generate, in [0, num_shards).
+        num_shards: S > 1 splits the ``cfg.rows`` impressions into S shards of about rows / S that share users,
+            ads and effects (drawn from the seed alone) and draw their impressions independently, so a log of any
+            size is written shard by shard in bounded memory. S = 1 is the unsharded log.
 
     Returns:
         DataFrame of ``cfg.rows`` rows sorted by ``ts`` with columns ts, user_id, age_bucket, country, device, hour,
@@ -138,40 +142,47 @@ def generate_log(cfg: SyntheticConfig | None = None) -> pd.DataFrame:
         ad_category, format, slot, modality, bid_price, session_minutes, ad_duration_s, click, p_true.
     """
     cfg = cfg or SyntheticConfig()
-    rng = np.random.default_rng(cfg.seed)
-    n = cfg.rows
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"shard must be in [0, num_shards), got shard {shard} of {num_shards}")
+    # population (users, ads, effects) from the seed alone, so every shard shares it; impressions from (seed, shard).
+    # With one shard both are the same generator, which reproduces the unsharded log exactly.
+    rng_pop = np.random.default_rng(cfg.seed)
+    rng = rng_pop if num_shards == 1 else np.random.default_rng([cfg.seed, shard])
+    n = cfg.rows // num_shards + (1 if shard < cfg.rows % num_shards else 0)
     fmts = cfg.formats
     k = len(fmts)
-    n_users = cfg.users or max(200, n // 40)
+    n_users = cfg.users or max(200, cfg.rows // 40)
     g = len(GENRES)
 
     # ---- users
-    age = rng.integers(0, 6, n_users)
-    country = np.minimum(rng.geometric(0.18, n_users) - 1, 19)
-    main_device = rng.choice(len(DEVICES), n_users, p=[0.35, 0.35, 0.1, 0.1, 0.05, 0.05])
-    age_eff = rng.normal(0, cfg.demographic_effect_std, 6)
-    country_eff = rng.normal(0, cfg.demographic_effect_std, 20)
-    propensity = age_eff[age] + country_eff[country] + rng.normal(0, cfg.user_propensity_std, n_users)
-    age_modality = rng.normal(0, cfg.modality_affinity_std, (6, 3))
-    modality_aff = age_modality[age] + rng.normal(0, cfg.user_modality_std, (n_users, 3))
-    genre_weight = rng.gamma(0.35, 1.0, (n_users, g))  # sparse-ish affinities
+    age = rng_pop.integers(0, 6, n_users)
+    country = np.minimum(rng_pop.geometric(0.18, n_users) - 1, 19)
+    main_device = rng_pop.choice(len(DEVICES), n_users, p=[0.35, 0.35, 0.1, 0.1, 0.05, 0.05])
+    age_eff = rng_pop.normal(0, cfg.demographic_effect_std, 6)
+    country_eff = rng_pop.normal(0, cfg.demographic_effect_std, 20)
+    propensity = age_eff[age] + country_eff[country] + rng_pop.normal(0, cfg.user_propensity_std, n_users)
+    age_modality = rng_pop.normal(0, cfg.modality_affinity_std, (6, 3))
+    modality_aff = age_modality[age] + rng_pop.normal(0, cfg.user_modality_std, (n_users, 3))
+    genre_weight = rng_pop.gamma(0.35, 1.0, (n_users, g))  # sparse-ish affinities
     genre_weight /= genre_weight.sum(axis=1, keepdims=True)
     interest_mask = genre_weight > 0.15  # 0-4 genres per user; some users have none
     interests_str = np.array(
         ["|".join(GENRES[j] for j in np.flatnonzero(row)) for row in interest_mask], dtype=object
     )
-    activity = rng.lognormal(0, 1.0, n_users)
+    activity = rng_pop.lognormal(0, 1.0, n_users)
     user = rng.choice(n_users, n, p=activity / activity.sum())
 
     # ---- ads: each ad belongs to one format
     shares = np.array([f.share for f in fmts])
     shares = shares / shares.sum()
-    ad_format = np.concatenate([np.arange(k), rng.choice(k, cfg.ads - k, p=shares)]) if cfg.ads > k else np.arange(k)
+    ad_format = (
+        np.concatenate([np.arange(k), rng_pop.choice(k, cfg.ads - k, p=shares)]) if cfg.ads > k else np.arange(k)
+    )
     n_ads = len(ad_format)
-    ad_adv = rng.integers(0, cfg.advertisers, n_ads)
-    ad_cat = rng.integers(0, g, n_ads)
-    ad_quality = rng.normal(0, cfg.ad_quality_std, n_ads)
-    adv_eff = rng.normal(0, cfg.advertiser_std, cfg.advertisers)
+    ad_adv = rng_pop.integers(0, cfg.advertisers, n_ads)
+    ad_cat = rng_pop.integers(0, g, n_ads)
+    ad_quality = rng_pop.normal(0, cfg.ad_quality_std, n_ads)
+    adv_eff = rng_pop.normal(0, cfg.advertiser_std, cfg.advertisers)
 
     # ---- impressions: format by share, then an ad of that format
     fmt = rng.choice(k, n, p=shares)
@@ -197,8 +208,9 @@ def generate_log(cfg: SyntheticConfig | None = None) -> pd.DataFrame:
     focus = np.array([cfg.focus_effect[f.modality] for f in fmts])[fmt]
     match_w = np.array([cfg.genre_match[f.content] for f in fmts])[fmt]
     # order-3 and order-2 crosses as products of per-value factors: not additive, few parameters to learn
-    hour_f, device_f, modality_f = rng.normal(0, 1, 6), rng.normal(0, 1, len(DEVICES)), rng.normal(0, 1, 3)
-    age_f, genre_f = rng.normal(0, 1, 6), rng.normal(0, 1, g)
+    hour_f, device_f = rng_pop.normal(0, 1, 6), rng_pop.normal(0, 1, len(DEVICES))
+    modality_f = rng_pop.normal(0, 1, 3)
+    age_f, genre_f = rng_pop.normal(0, 1, 6), rng_pop.normal(0, 1, g)
     cross3 = cfg.cross3_std * hour_f[hour // 4] * device_f[device] * modality_f[modality_idx]
     cross2 = cfg.cross2_std * age_f[age[user]] * genre_f[ad_cat[ad]]
     log_sess = np.log(session_minutes)

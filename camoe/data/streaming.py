@@ -1,0 +1,412 @@
+"""Streaming Parquet input: pyarrow datasets read in record batches, never loaded whole.
+
+* ``open_dataset`` — a Parquet file, folder or glob as one ``pyarrow.dataset.Dataset`` (files checked like
+  ``read_table`` does: empty or unreadable files and differing columns are refused, naming the file).
+* ``temporal_bounds`` — the temporal split as timestamp filters. Cut points come from a fixed-width histogram of the
+  timestamp column built in one streaming pass (bounded memory); each split holds its fraction of rows to within one
+  histogram bin, and all rows of one timestamp fall in the same split.
+* ``StreamingFit`` — one pass over the train split that fits a ``FeatureEncoder`` (vocabulary counts, numeric
+  mean / variance merged per batch with Chan's formula) and counts rows and clicks per ad format. Hash and identity
+  features need no counting, so features with huge vocabularies cost no memory with ``encoding: hash``.
+* ``ParquetBatchStream`` — encoded ``Batch`` objects for training and scoring: record batches (optionally only this
+  rank's share) go through a bounded shuffle buffer of ``shuffle_buffer_rows`` rows, in a fragment order drawn per
+  epoch; memory is one buffer plus one record batch, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import torch
+
+from camoe.batch import Batch
+from camoe.config import SchemaConfig, StreamingConfig
+from camoe.data.encoders import FeatureEncoder, _categorical_strings, _column, _numeric_values
+
+__all__ = ["ParquetBatchStream", "StreamingFit", "count_rows", "open_dataset", "split_filter", "temporal_bounds",
+           "timestamp_array"]
+
+Bounds = tuple[float | None, float | None]  # [lo, hi) on the timestamp; None = unbounded side
+
+
+def open_dataset(files: list[Path]) -> ds.Dataset:
+    """Parquet files as one dataset; refuses empty / unreadable files and files whose columns differ.
+
+    Raises:
+        ValueError: naming the file.
+    """
+    names, first = None, None
+    for file in files:
+        if not file.name.endswith((".parquet", ".pq")):
+            raise ValueError(f"{file}: streaming reads Parquet only (data.streaming.enabled); convert CSV to Parquet")
+        if file.stat().st_size == 0:
+            raise ValueError(f"{file}: the Parquet file is empty (0 bytes)")
+        try:
+            file_names = pq.read_schema(file).names
+        except Exception as err:  # noqa: BLE001 - any failure means the footer is unreadable
+            raise ValueError(f"{file}: not a readable Parquet file ({err})") from None
+        if names is None:
+            names, first = file_names, file
+        elif set(file_names) != set(names):
+            raise ValueError(f"{file}: columns differ from {first}: missing {sorted(set(names) - set(file_names))}, "
+                             f"extra {sorted(set(file_names) - set(names))}")
+    return ds.dataset([str(f) for f in files], format="parquet")
+
+
+def timestamp_array(batch: pa.RecordBatch | pa.Table, column: str, source: str) -> np.ndarray:
+    """A timestamp column as float64 numbers (Arrow timestamps -> their integer unit); refuses missing values."""
+    col = batch.column(column)
+    if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+        col = col.cast(pa.int64()) if pa.types.is_timestamp(col.type) else col.cast(pa.date32()).cast(pa.int32())
+    elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        raise ValueError(f"{source}: timestamp column '{column}' has Arrow type {col.type}; streaming needs numbers "
+                         f"or Arrow timestamps (convert date strings when writing the Parquet files)")
+    values = col.to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"{source}: timestamp column '{column}' has {int(bad.sum())} missing or non-finite values")
+    return values
+
+
+def _ts_expr(column: str, value: float, dtype: pa.DataType) -> Any:
+    if pa.types.is_timestamp(dtype):
+        return pa.scalar(int(value), pa.int64()).cast(dtype)
+    if pa.types.is_integer(dtype):
+        return int(math.ceil(value))
+    return float(value)
+
+
+def split_filter(dataset: ds.Dataset, column: str | None, bounds: Bounds | None) -> Any:
+    """Arrow filter expression ``lo <= ts < hi``; None = whole dataset; bounds None = an empty split."""
+    if bounds is None:
+        return ds.scalar(False)
+    if column is None or bounds == (None, None):
+        return None
+    dtype = dataset.schema.field(column).type
+    expr = None
+    lo, hi = bounds
+    if lo is not None:
+        expr = ds.field(column) >= _ts_expr(column, lo, dtype)
+    if hi is not None:
+        upper = ds.field(column) < _ts_expr(column, hi, dtype)
+        expr = upper if expr is None else expr & upper
+    return expr
+
+
+def temporal_bounds(
+    dataset: ds.Dataset, column: str, valid_fraction: float, test_fraction: float, bins: int, read_rows: int,
+    source: str = "data",
+) -> dict[str, Bounds | None]:
+    """Timestamp ranges of the train / valid / test splits (None = the split has no rows) (last ``test_fraction`` of rows in time is test).
+
+    Two passes over the timestamp column only: min / max, then a histogram with ``bins`` equal-width bins (integer
+    timestamps with a range under ``bins`` get one bin per value, so the cut is exact up to ties).
+
+    Raises:
+        ValueError: missing timestamp column, missing values, no rows, or no training rows left.
+    """
+    if column not in dataset.schema.names:
+        raise ValueError(f"{source}: timestamp column '{column}' not found (schema.timestamp); columns: "
+                         f"{dataset.schema.names}. Set schema.timestamp: null and split.method: random for logs "
+                         f"without time (random splits are not supported when streaming)")
+    lo, hi, n = math.inf, -math.inf, 0
+    for batch in dataset.to_batches(columns=[column], batch_size=read_rows):
+        values = timestamp_array(batch, column, source)
+        if len(values):
+            lo, hi, n = min(lo, float(values.min())), max(hi, float(values.max())), n + len(values)
+    if n == 0:
+        raise ValueError(f"{source}: no rows")
+    integer = pa.types.is_integer(dataset.schema.field(column).type) or pa.types.is_timestamp(
+        dataset.schema.field(column).type)
+    if integer and hi - lo + 1 <= bins:
+        edges = np.arange(lo, hi + 2)  # one bin per integer value
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
+        edges[-1] = np.nextafter(hi, np.inf)
+    counts = np.zeros(len(edges) - 1, dtype=np.int64)
+    for batch in dataset.to_batches(columns=[column], batch_size=read_rows):
+        counts += np.histogram(timestamp_array(batch, column, source), bins=edges)[0]
+    cum = np.cumsum(counts)
+
+    def cut(rows_before: int) -> float:
+        """Smallest edge with at least ``rows_before`` rows below it."""
+        return float(edges[int(np.searchsorted(cum, rows_before, side="left")) + 1]) if rows_before > 0 else lo
+
+    n_test, n_valid = int(round(n * test_fraction)), int(round(n * valid_fraction))
+    n_train = n - n_test - n_valid
+    if n_train < 1:
+        raise ValueError(f"{source}: {n} rows leave no training rows with the split fractions")
+    if n_valid + n_test == 0:
+        return {"train": (None, None), "valid": None, "test": None}
+    train_end = cut(n_train)
+    if n_test == 0:
+        return {"train": (None, train_end), "valid": (train_end, None), "test": None}
+    valid_end = cut(n_train + n_valid)
+    return {"train": (None, train_end), "valid": (train_end, valid_end) if n_valid else None,
+            "test": (valid_end, None)}
+
+
+@dataclass
+class _Moments:
+    """Count, mean and sum of squared deviations, merged batch by batch (Chan et al. 1979)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    max_abs: float = 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        nb, mb = len(x), float(x.mean())
+        m2b = float(((x - mb) ** 2).sum())
+        delta, total = mb - self.mean, self.n + nb
+        self.mean += delta * nb / total
+        self.m2 += m2b + delta * delta * self.n * nb / total
+        self.n = total
+        self.max_abs = max(self.max_abs, float(np.abs(x).max()))
+
+
+@dataclass
+class StreamingFit:
+    """One pass over training record batches: encoder statistics plus rows / clicks per ad format.
+
+    Args:
+        schema: the run's schema.
+        max_distinct_values: refuse a ``vocab`` feature with more distinct values than this (use ``hash``).
+    """
+
+    schema: SchemaConfig
+    max_distinct_values: int = 2_000_000
+    rows: int = 0
+    counts_: dict[str, dict[str, int]] = field(default_factory=dict)
+    moments_: dict[str, _Moments] = field(default_factory=dict)
+    format_rows_: dict[str, int] = field(default_factory=dict)
+    format_clicks_: dict[str, float] = field(default_factory=dict)
+
+    def add(self, frame: pd.DataFrame, formats: np.ndarray, labels: np.ndarray, source: str) -> None:
+        """Count one batch of training rows (already checked: ``formats`` (N,) names, ``labels`` (N,) in {0, 1})."""
+        enc = FeatureEncoder(self.schema)
+        enc.check_columns(frame, source)
+        self.rows += len(frame)
+        for spec in self.schema.features:
+            col = _column(frame, spec.name)
+            if spec.type == "numeric":
+                x = FeatureEncoder._transform_raw(spec, _numeric_values(col, spec.name, source))
+                finite = np.isfinite(x)
+                FeatureEncoder._check_missing_policy(spec, int((~finite).sum()), source)
+                self.moments_.setdefault(spec.name, _Moments()).add(x[finite])
+            elif spec.encoding == "vocab":
+                if spec.type == "multi_categorical":
+                    rows, _, vals = FeatureEncoder._split_multi(col, spec)
+                    FeatureEncoder._check_missing_policy(spec, len(frame) - len(np.unique(rows)), source)
+                else:
+                    strs, missing = _categorical_strings(col)
+                    FeatureEncoder._check_missing_policy(spec, int(missing.sum()), source)
+                    vals = strs[~missing]
+                table = self.counts_.setdefault(spec.name, {})
+                for value, count in pd.Series(vals, dtype=object).value_counts(sort=False).items():
+                    table[value] = table.get(value, 0) + int(count)
+                if len(table) > self.max_distinct_values:
+                    raise ValueError(
+                        f"{source}: feature '{spec.name}' has more than {self.max_distinct_values:,} distinct values "
+                        f"(data.streaming.max_distinct_values); use encoding: hash with hash_buckets for it, or raise "
+                        f"the limit"
+                    )
+        names, inverse = np.unique(formats.astype(str), return_inverse=True)
+        rows_per = np.bincount(inverse, minlength=len(names))
+        clicks_per = np.bincount(inverse, weights=labels, minlength=len(names))
+        for name, r, c in zip(names.tolist(), rows_per.tolist(), clicks_per.tolist()):
+            self.format_rows_[name] = self.format_rows_.get(name, 0) + r
+            self.format_clicks_[name] = self.format_clicks_.get(name, 0.0) + c
+
+    def encoder(self, source: str = "train") -> FeatureEncoder:
+        """The fitted ``FeatureEncoder``: same vocabulary rules as ``FeatureEncoder.fit`` (min_count, max_vocab,
+        most frequent first, ties by value); numeric mean / std of the transformed finite values.
+
+        Raises:
+            ValueError: no rows, or numeric statistics overflow float64.
+        """
+        if self.rows == 0:
+            raise ValueError(f"{source}: no rows to fit the encoder on")
+        enc = FeatureEncoder(self.schema)
+        for spec in self.schema.features:
+            if spec.type == "numeric":
+                m = self.moments_.get(spec.name, _Moments())
+                mean = m.mean if m.n else 0.0
+                std = math.sqrt(m.m2 / m.n) if m.n > 1 else 1.0
+                if not (math.isfinite(mean) and math.isfinite(std)):
+                    raise ValueError(f"{source}: numeric feature '{spec.name}' reaches |x| = {m.max_abs:.3g}; its "
+                                     f"mean / std overflow float64. Use transform: log, or fix the values")
+                enc.mean_[spec.name] = mean
+                enc.std_[spec.name] = std if std > 1e-12 else 1.0
+                enc.fill_[spec.name] = (
+                    float(FeatureEncoder._transform_raw(spec, np.array([spec.fill_value]))[0])
+                    if spec.fill_value is not None else mean
+                )
+            elif spec.encoding == "vocab":
+                kept = [(v, c) for v, c in self.counts_.get(spec.name, {}).items() if c >= spec.min_count]
+                order = sorted(kept, key=lambda kv: (-kv[1], str(kv[0])))
+                if spec.max_vocab is not None:
+                    order = order[: spec.max_vocab]
+                enc.vocab_[spec.name] = [str(v) for v, _ in order]
+        state = {**_state_of(enc), "input_spec": enc._build_input_spec().to_dict()}
+        return FeatureEncoder.from_state(self.schema, state)
+
+
+def _state_of(enc: FeatureEncoder) -> dict[str, Any]:
+    from camoe.data.encoders import _HASH_KEY
+
+    return {"hash": {"key": _HASH_KEY}, "features": [f.model_dump(mode="json") for f in enc.features],
+            "vocab": enc.vocab_, "mean": enc.mean_, "std": enc.std_, "fill": enc.fill_}
+
+
+class ParquetBatchStream:
+    """Encoded batches from a Parquet dataset split, with a bounded shuffle buffer.
+
+    Args:
+        dataset: the whole dataset (``open_dataset``).
+        filter: Arrow expression selecting the split (``split_filter``), or None.
+        columns: columns to read.
+        encode: record-batch frame -> ``Batch`` (the pipeline's encoder; labels included for training).
+        batch_size: rows per yielded batch (per rank under data parallelism).
+        config: buffer and read sizes.
+        num_rows: rows of the split over all ranks (counted once, for schedules and progress).
+        format_rows: (K,) rows per format; format_clicks: (K,) clicks per format (training only).
+        rank: this rank; world_size: ranks. Training streams read record batch k only on rank k mod P; scoring
+            streams (``batches(None)``) read everything in file order.
+
+    Example:
+        >>> import tempfile, pyarrow as pa
+        >>> path = Path(tempfile.mkdtemp()) / "t.parquet"
+        >>> pq.write_table(pa.table({"x": np.arange(10.0)}), path)
+        >>> def encode(frame):
+        ...     x = torch.tensor(frame["x"].to_numpy(), dtype=torch.float32).view(-1, 1)
+        ...     n = len(frame)
+        ...     return Batch(torch.zeros(n, 0, dtype=torch.long), torch.zeros(n, 0, 1, dtype=torch.long), x,
+        ...                  torch.zeros(n, dtype=torch.long))
+        >>> stream = ParquetBatchStream(open_dataset([path]), None, ["x"], encode, 4,
+        ...                             StreamingConfig(shuffle_buffer_rows=6, read_batch_rows=3), num_rows=10)
+        >>> [len(b) for b in stream.batches(None)], sorted(torch.cat([b.dense for b in stream.batches(
+        ...     torch.Generator().manual_seed(0))]).view(-1).tolist()) == list(np.arange(10.0))
+        ([4, 4, 2], True)
+    """
+
+    def __init__(
+        self,
+        dataset: ds.Dataset,
+        filter: Any,
+        columns: list[str],
+        encode: Callable[[pd.DataFrame], Batch],
+        batch_size: int,
+        config: StreamingConfig,
+        num_rows: int,
+        format_rows: np.ndarray | None = None,
+        format_clicks: np.ndarray | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset, self.filter, self.columns, self.encode = dataset, filter, columns, encode
+        self.batch_size, self.config, self.num_rows = batch_size, config, num_rows
+        self.format_rows = format_rows if format_rows is not None else np.zeros(0)
+        self.format_clicks = format_clicks if format_clicks is not None else np.zeros(0)
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def frames(self, rng: np.random.Generator | None = None, shard: bool = False) -> Iterator[pd.DataFrame]:
+        """Record batches of the split as DataFrames: fragments in ``rng`` order (file order without), and with
+        ``shard`` only the record batches k with k mod world_size == rank."""
+        fragments = list(self.dataset.get_fragments(filter=self.filter))
+        if rng is not None:
+            fragments = [fragments[i] for i in rng.permutation(len(fragments))]
+        k = 0
+        for fragment in fragments:
+            scanner = ds.Scanner.from_fragment(
+                fragment, columns=self.columns, filter=self.filter, batch_size=self.config.read_batch_rows,
+                batch_readahead=1, fragment_readahead=1,
+            )
+            for record_batch in scanner.to_batches():
+                if record_batch.num_rows == 0:
+                    continue
+                mine = not shard or k % self.world_size == self.rank
+                k += 1
+                if mine:
+                    yield record_batch.to_pandas()
+
+    def batches(self, generator: torch.Generator | None, skip: int = 0) -> Iterator[Batch]:
+        """One epoch of encoded batches; shuffled (and sharded by rank) when ``generator`` is given."""
+        if generator is None:
+            emitted = 0
+            pending: list[Batch] = []
+            rows = 0
+            for frame in self.frames():
+                pending.append(self.encode(frame))
+                rows += len(pending[-1])
+                if rows >= self.batch_size:
+                    joined = _concat(pending)
+                    cut = (rows // self.batch_size) * self.batch_size
+                    for start in range(0, cut, self.batch_size):
+                        if emitted >= skip:
+                            yield joined.select(slice(start, start + self.batch_size))
+                        emitted += 1
+                    pending, rows = ([joined.select(slice(cut, rows))] if cut < rows else []), rows - cut
+            if rows:
+                if emitted >= skip:
+                    yield _concat(pending)
+            return
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        rng = np.random.default_rng(seed)
+        perm_gen = torch.Generator().manual_seed(seed)
+        buffer: list[Batch] = []
+        held = 0
+        emitted = 0
+
+        def drain(final: bool) -> Iterator[Batch]:
+            nonlocal buffer, held, emitted
+            joined = _concat(buffer).select(torch.randperm(held, generator=perm_gen))  # (held, ...) shuffled
+            keep = 0 if final else held % self.batch_size
+            for start in range(0, held - keep, self.batch_size):
+                if emitted >= skip:
+                    yield joined.select(slice(start, min(start + self.batch_size, held - keep)))
+                emitted += 1
+            buffer = [joined.select(slice(held - keep, held))] if keep else []
+            held = keep
+
+        for frame in self.frames(rng, shard=self.world_size > 1):
+            batch = self.encode(frame)
+            buffer.append(batch)
+            held += len(batch)
+            if held >= self.config.shuffle_buffer_rows:
+                yield from drain(final=False)
+        if held:
+            yield from drain(final=True)
+
+
+def _concat(parts: list[Batch]) -> Batch:
+    if len(parts) == 1:
+        return parts[0]
+    labels = None if parts[0].labels is None else torch.cat([p.labels for p in parts])  # type: ignore[misc]
+    return Batch(
+        cat_ids=torch.cat([p.cat_ids for p in parts]),
+        multi_ids=torch.cat([p.multi_ids for p in parts]),
+        dense=torch.cat([p.dense for p in parts]),
+        format_ids=torch.cat([p.format_ids for p in parts]),
+        labels=labels,
+    )
+
+
+def count_rows(dataset: ds.Dataset, filter: Any) -> int:
+    """Rows of a split (from Parquet metadata when unfiltered)."""
+    return int(dataset.count_rows(filter=filter))
+

@@ -1,0 +1,149 @@
+"""Streaming Parquet input: timestamp-filter split, streaming encoder fit, bounded shuffle buffer, rank shards, and
+the CLI round trip (generate --shards, train / evaluate / predict with data.streaming.enabled)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import camoe
+from camoe.batch import Batch
+from camoe.config import StreamingConfig
+from camoe.data.encoders import FeatureEncoder
+from camoe.data.streaming import ParquetBatchStream, StreamingFit, open_dataset, split_filter, temporal_bounds
+from camoe.pipeline import _format_names, _labels
+from camoe.streaming import StreamSplits
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("log")
+    cfg = camoe.SyntheticConfig(rows=9_000, seed=2)
+    for shard in range(3):
+        camoe.generate_log(cfg, shard=shard, num_shards=3).to_parquet(folder / f"part-{shard}.parquet", index=False)
+    return folder
+
+
+def _cfg(folder: Path, **streaming: object) -> camoe.RunConfig:
+    return camoe.load_config(camoe.demo_config_path(), {
+        "data": {"path": str(folder), "streaming": {"enabled": True, "read_batch_rows": 1000, **streaming}},
+        "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
+        "train": {"epochs": 1, "batch_size": 256},
+    })
+
+
+def test_sharded_log_shares_users_and_is_reproducible(shards: Path) -> None:
+    parts = [pd.read_parquet(f) for f in sorted(shards.glob("*.parquet"))]
+    assert [len(p) for p in parts] == [3000, 3000, 3000]
+    again = camoe.generate_log(camoe.SyntheticConfig(rows=9_000, seed=2), shard=1, num_shards=3)
+    pd.testing.assert_frame_equal(parts[1], again)
+    assert set(parts[0]["user_id"]) & set(parts[2]["user_id"])  # one user population across shards
+
+
+def test_temporal_bounds_split_rows_by_timestamp_with_fractions(shards: Path) -> None:
+    dataset = open_dataset(sorted(shards.glob("*.parquet")))
+    bounds = temporal_bounds(dataset, "ts", 0.1, 0.2, bins=1 << 20, read_rows=1000)
+    counts = {k: dataset.count_rows(filter=split_filter(dataset, "ts", b)) for k, b in bounds.items()}
+    assert sum(counts.values()) == 9000
+    assert abs(counts["test"] - 1800) <= 5 and abs(counts["valid"] - 900) <= 5
+    train_ts = dataset.to_table(columns=["ts"], filter=split_filter(dataset, "ts", bounds["train"]))["ts"]
+    valid_ts = dataset.to_table(columns=["ts"], filter=split_filter(dataset, "ts", bounds["valid"]))["ts"]
+    assert max(train_ts.to_pylist()) < min(valid_ts.to_pylist())
+
+
+def test_streaming_encoder_fit_equals_in_memory_fit(shards: Path) -> None:
+    cfg = _cfg(shards)
+    frame = pd.concat([pd.read_parquet(f) for f in sorted(shards.glob("*.parquet"))], ignore_index=True)
+    fit = StreamingFit(cfg.schema)
+    for start in range(0, len(frame), 700):  # uneven record batches
+        part = frame.iloc[start : start + 700]
+        fit.add(part, _format_names(part, "format", "t"), _labels(part, "click", "t"), "t")
+    streamed, whole = fit.encoder(), FeatureEncoder(cfg.schema).fit(frame)
+    assert streamed.vocab_ == whole.vocab_
+    for name in whole.mean_:
+        assert streamed.mean_[name] == pytest.approx(whole.mean_[name], rel=1e-9, abs=1e-12)
+        assert streamed.std_[name] == pytest.approx(whole.std_[name], rel=1e-9)
+    assert fit.format_rows_ == frame["format"].value_counts().to_dict()
+    assert sum(fit.format_clicks_.values()) == frame["click"].sum()
+
+
+def test_vocab_feature_over_distinct_limit_names_feature_and_hash(shards: Path) -> None:
+    cfg = camoe.load_config({"schema": {"features": [{"name": "user_id", "type": "categorical"}]}})
+    frame = pd.read_parquet(next(shards.glob("*.parquet")))
+    fit = StreamingFit(cfg.schema, max_distinct_values=50)
+    with pytest.raises(ValueError, match="'user_id'.*encoding: hash"):
+        fit.add(frame, _format_names(frame, "format", "t"), _labels(frame, "click", "t"), "t")
+
+
+def _identity_stream(folder: Path, buffer: int, rank: int = 0, world: int = 1) -> ParquetBatchStream:
+    def encode(frame: pd.DataFrame) -> Batch:
+        n = len(frame)
+        ts = torch.from_numpy(frame["ts"].to_numpy(np.int64, copy=True))
+        return Batch(ts.view(-1, 1), torch.zeros(n, 0, 1, dtype=torch.long), torch.zeros(n, 0),
+                           torch.zeros(n, dtype=torch.long), torch.zeros(n))
+
+    dataset = open_dataset(sorted(folder.glob("*.parquet")))
+    return ParquetBatchStream(dataset, None, ["ts"], encode, 128,
+                              StreamingConfig(shuffle_buffer_rows=buffer, read_batch_rows=500), 9000,
+                              rank=rank, world_size=world)
+
+
+def test_shuffle_buffer_yields_every_row_once_and_mixes_files(shards: Path) -> None:
+    stream = _identity_stream(shards, buffer=2000)
+    in_order = torch.cat([b.cat_ids for b in stream.batches(None)]).view(-1)
+    epoch = [b.cat_ids.view(-1) for b in stream.batches(torch.Generator().manual_seed(1))]
+    shuffled = torch.cat(epoch)
+    assert all(len(b) == 128 for b in epoch[:-1])
+    assert sorted(shuffled.tolist()) == sorted(in_order.tolist())
+    assert not torch.equal(shuffled, in_order)
+    again = torch.cat([b.cat_ids.view(-1) for b in stream.batches(torch.Generator().manual_seed(1))])
+    assert torch.equal(shuffled, again)  # same generator state, same epoch (resume relies on it)
+    skipped = torch.cat([b.cat_ids.view(-1) for b in stream.batches(torch.Generator().manual_seed(1), skip=3)])
+    assert torch.equal(skipped, shuffled[3 * 128 :])
+
+
+def test_rank_shards_are_disjoint_and_cover_the_data(shards: Path) -> None:
+    seen = [torch.cat([b.cat_ids.view(-1) for b in _identity_stream(shards, 1000, r, 2).batches(
+        torch.Generator().manual_seed(0))]) for r in range(2)]
+    everything = torch.cat([b.cat_ids.view(-1) for b in _identity_stream(shards, 1000).batches(None)])
+    assert sorted(torch.cat(seen).tolist()) == sorted(everything.tolist())
+    assert abs(len(seen[0]) - len(seen[1])) <= 1000  # whole record batches per rank
+
+
+def test_streaming_refuses_csv_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    camoe.generate_log(camoe.SyntheticConfig(rows=100, seed=0)).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"log\.csv: streaming reads Parquet only"):
+        StreamSplits(_cfg(path))
+
+
+def test_cli_generate_shards_then_streamed_train_evaluate_predict(tmp_path: Path) -> None:
+    def camoe_cli(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "camoe", *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    log = tmp_path / "log"
+    assert "in 2 Parquet files" in camoe_cli("generate", "--rows", "20000", "--shards", "2", "--output", str(log))
+    sets = ["--set", f"data.path={log}", "--set", "data.streaming.enabled=true", "--set", "train.epochs=1",
+            "--set", "data.streaming.read_batch_rows=4096", "--set", "model.expert_hidden=[16]"]
+    camoe_cli("train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m"))
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["train"]["streaming"] and metrics["train"]["rows"] == 14_000
+    assert sum(m["rows"] for m in metrics["tasks"].values()) == 4000
+    assert metrics["macro"]["auc_pr"] > 0.0
+    evaluated = camoe_cli("evaluate", str(tmp_path / "m"), "--split", "valid")
+    assert "audio" in evaluated
+    out = tmp_path / "pctr.parquet"
+    camoe_cli("predict", str(tmp_path / "m"), str(log), "--output", str(out), "--keep", "ts")
+    pctr = pd.read_parquet(out)
+    assert len(pctr) == 20_000 and pctr["pctr"].between(0, 1).all() and pctr["row"].is_unique
+    in_memory = camoe.CTRPipeline.load(tmp_path / "m").predict_proba(pd.read_parquet(log / "part-00000.parquet"))
+    np.testing.assert_allclose(pctr["pctr"].to_numpy()[: len(in_memory)], in_memory, rtol=1e-6)
