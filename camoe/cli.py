@@ -228,7 +228,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from camoe.export import OnnxScorer, export_onnx
 
         onnx_path = Path(args.artifact) / "onnx" / "model.onnx"
-        if not onnx_path.is_file():
+        weights = Path(args.artifact) / "model.safetensors"
+        if not onnx_path.is_file() or onnx_path.stat().st_mtime < weights.stat().st_mtime:  # missing or stale
             export_onnx(pipe, onnx_path.parent)
         pctr = OnnxScorer(pipe, onnx_path).predict_proba(frame, source=str(args.data))
     else:

@@ -78,6 +78,12 @@ def _column(frame: Any, name: str) -> pd.Series | np.ndarray:
     if isinstance(col, np.ndarray) and col.dtype == object and col.ndim == 1:
         return col
     values = list(col)
+    try:
+        out = np.array(values, dtype=object)
+        if out.shape == (len(values),):
+            return out
+    except ValueError:  # e.g. cells that are arrays of different shapes
+        pass
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):  # element-wise: equal-length list cells must not become a 2-D array
         out[i] = v
@@ -96,6 +102,11 @@ def _columns_of(frame: Any) -> list[str]:
 
 def _category_value(v: Any) -> str:
     """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text)."""
+    kind = type(v)
+    if kind is str:
+        return v.strip()
+    if kind is int:
+        return str(v)
     if isinstance(v, str):
         return v.strip()
     if v is None or v is pd.NA or v is pd.NaT:
@@ -258,7 +269,7 @@ class FeatureEncoder:
                 items = cell if isinstance(cell, (list, tuple, np.ndarray)) else _category_value(cell).split(spec.separator)
                 k = 0
                 for item in items:
-                    value = _category_value(item)
+                    value = item.strip() if type(item) is str else _category_value(item)
                     if value and k < spec.max_len:
                         rows.append(i)
                         pos.append(k)
