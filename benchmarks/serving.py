@@ -120,62 +120,63 @@ def _in_process(pipe: camoe.CTRPipeline, pruned: camoe.CTRPipeline, log: pd.Data
     return scorers["full"]
 
 
+class _Recorder:
+    """Posts one scoring request and records its latency; any non-200 or transport error counts as an error."""
+
+    def __init__(self, client: Any, body: dict[str, Any]) -> None:
+        self.client, self.payload = client, json.dumps(body).encode()  # encoded once: CPU goes to sending
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    async def post(self) -> None:
+        import httpx
+
+        t0 = time.perf_counter()
+        try:
+            r = await self.client.post("/v1/score", content=self.payload, headers=HEADERS)
+            self.errors += r.status_code != 200
+        except httpx.HTTPError:
+            self.errors += 1
+        self.latencies.append(time.perf_counter() - t0)
+
+
 async def _open_loop(url: str, body: dict[str, Any], requests: int, rate: float) -> None:
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
-    payload = json.dumps(body).encode()  # encoded once: the generator's CPU goes to sending, not to JSON
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        async def one() -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            try:
-                r = await client.post("/v1/score", content=payload, headers=HEADERS)
-                errors += r.status_code != 200
-            except httpx.HTTPError:
-                errors += 1
-            latencies.append(time.perf_counter() - t0)
-
+        rec = _Recorder(client, body)
         tasks = []
         start = time.perf_counter()
         for i in range(requests):  # open loop: request i is sent at start + i / rate, whatever the replies do
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
+            tasks.append(asyncio.create_task(rec.post()))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     print(f"HTTP open loop: {len(body['candidates'])} candidates, offered {rate:.0f} req/s, {requests} requests: "
-          f"{_percentiles(latencies)}, achieved {requests / elapsed:.1f} req/s, errors {errors}", flush=True)
+          f"{_percentiles(rec.latencies)}, achieved {requests / elapsed:.1f} req/s, errors {rec.errors}", flush=True)
 
 
 async def _closed_loop(url: str, body: dict[str, Any], requests: int, concurrency: int) -> None:
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
     remaining = requests
-    payload = json.dumps(body).encode()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        rec = _Recorder(client, body)
+
         async def worker() -> None:
-            nonlocal errors, remaining
+            nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post("/v1/score", content=payload, headers=HEADERS)
-                    errors += r.status_code != 200
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - t0)
+                await rec.post()
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
     print(f"HTTP closed loop: {len(body['candidates'])} candidates, {requests} requests, concurrency {concurrency}: "
-          f"{_percentiles(latencies)}, achieved {requests / elapsed:.1f} req/s, errors {errors}", flush=True)
+          f"{_percentiles(rec.latencies)}, achieved {requests / elapsed:.1f} req/s, errors {rec.errors}", flush=True)
 
 
 def main() -> None:
