@@ -152,9 +152,13 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
+    Loss parts are checked for NaN/inf every ``config.finite_check_every_steps`` steps and before every evaluation
+    and checkpoint (reading them back every step would stall an accelerator), so training may run up to that many
+    steps past the first bad step before it stops; the error names that first step and part.
+
     Args:
         model: registered model; forward(cat_ids, multi_ids, dense) -> ModelOutput with (B, T) logits.
-        train: encoded training rows with labels.
+        train: encoded training rows with labels, or a ``BatchStream`` (``camoe.data.streaming``).
         mask: (K, T) format × task loss mask.
         tasks: the T task names (for logs and task weights).
         config: optimisation settings.
@@ -174,10 +178,6 @@ def train_model(
         balanced_groups: (groups (N,) int, shares (G,)) from ``camoe.training.sampling.row_groups``; used when
             ``config.balanced_sampling`` is on and ``train`` is a Batch (not a stream): each epoch is drawn with
             those shares (``balanced_order``).
-
-    Loss parts are checked for NaN/inf every ``config.finite_check_every_steps`` steps and before every evaluation
-    and checkpoint (reading them back every step would stall an accelerator), so training may run up to that many
-    steps past the first bad step before it stops; the error names that first step and part.
 
     Returns:
         ``TrainResult``.
