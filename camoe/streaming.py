@@ -31,7 +31,7 @@ from camoe.data.streaming import (
     split_filter,
     temporal_bounds,
 )
-from camoe.evaluation.metrics import binary_metrics
+from camoe.evaluation.metrics import binary_metrics, evaluate_groups
 from camoe.grouping import build_task_layout
 from camoe.model import build_model
 from camoe.pipeline import CTRPipeline, _format_names, _labels
@@ -194,20 +194,33 @@ def _labels_and_tasks(pipe: CTRPipeline, stream: ParquetBatchStream) -> tuple[np
 
 
 def evaluate_stream(pipe: CTRPipeline, splits: StreamSplits, split: str) -> dict[str, Any]:
-    """Per-format / per-task / per-modality metrics of one streamed split (as ``CTRPipeline.evaluate``)."""
+    """Per-format / per-task / per-modality metrics of one streamed split (as ``CTRPipeline.evaluate``).
+
+    Keeps per row only the (T,) logits, the label, a short format code and the true probability: format names are
+    replaced by their index for the metric tables and mapped back in the result (full names would cost ~100 bytes
+    per row as a NumPy string array).
+    """
     assert pipe.model_ is not None and pipe.layout_ is not None
     stream = _stream(pipe, splits, split, 65536)
     logits = predict_logits(pipe.model_, stream)
-    labels, formats, true_prob = [], [], []
-    fmt_names = np.array(pipe.layout_.formats, dtype=object)
+    labels, codes, true_prob = [], [], []
     tp_col = pipe.config.schema.true_prob
     for frame in stream.frames():
         labels.append(_labels(frame, pipe.config.schema.label, split))
-        formats.append(fmt_names[pipe.layout_.format_index(_format_names(frame, pipe.config.schema.format, split))])
+        codes.append(pipe.layout_.format_index(_format_names(frame, pipe.config.schema.format, split)).astype(np.int16))
         if tp_col and tp_col in frame.columns:
             true_prob.append(pd.to_numeric(frame[tp_col], errors="coerce").to_numpy(np.float64))
-    result = pipe._metrics(logits, np.concatenate(labels), np.concatenate(formats),
-                           np.concatenate(true_prob) if true_prob else None, split)
+    names = list(pipe.layout_.formats)
+    code_of = {name: str(i) for i, name in enumerate(names)}
+    layout, attrs = pipe.layout_, pipe.format_attributes_
+    # warnings about a format's slice name its index in ``layout_.formats``
+    result = evaluate_groups(
+        np.concatenate(labels), pipe._probabilities(logits), np.concatenate(codes).astype(str),
+        {code_of[f]: t for f, t in layout.format_to_task.items()}, layout.tasks,
+        true_prob=np.concatenate(true_prob) if true_prob else None, split=split,
+        group_attributes={code_of[f]: a for f, a in attrs.items() if f in code_of},
+    )
+    result["formats"] = {names[int(code)]: m for code, m in result["formats"].items()}
     result["split"] = split
     return result
 

@@ -4,8 +4,6 @@ the CLI round trip (generate --shards, train / evaluate / predict with data.stre
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import torch
 
 import camoe
 from camoe.batch import Batch
+from camoe.cli import main
 from camoe.config import StreamingConfig
 from camoe.data.encoders import FeatureEncoder
 from camoe.data.streaming import ParquetBatchStream, StreamingFit, open_dataset, split_filter, temporal_bounds
@@ -124,26 +123,23 @@ def test_streaming_refuses_csv_naming_the_file(tmp_path: Path) -> None:
         StreamSplits(_cfg(path))
 
 
-def test_cli_generate_shards_then_streamed_train_evaluate_predict(tmp_path: Path) -> None:
-    def camoe_cli(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "camoe", *args], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout
-
+def test_cli_generate_shards_then_streamed_train_evaluate_predict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     log = tmp_path / "log"
-    assert "in 2 Parquet files" in camoe_cli("generate", "--rows", "20000", "--shards", "2", "--output", str(log))
+    assert main(["generate", "--rows", "12000", "--shards", "2", "--output", str(log)]) == 0
+    assert "in 2 Parquet files" in capsys.readouterr().out
     sets = ["--set", f"data.path={log}", "--set", "data.streaming.enabled=true", "--set", "train.epochs=1",
             "--set", "data.streaming.read_batch_rows=4096", "--set", "model.expert_hidden=[16]"]
-    camoe_cli("train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m"))
+    assert main(["train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 0
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["train"]["streaming"] and metrics["train"]["rows"] == 14_000
-    assert sum(m["rows"] for m in metrics["tasks"].values()) == 4000
+    assert metrics["train"]["streaming"] and metrics["train"]["rows"] == 8400
+    assert sum(m["rows"] for m in metrics["tasks"].values()) == 2400
     assert metrics["macro"]["auc_pr"] > 0.0
-    evaluated = camoe_cli("evaluate", str(tmp_path / "m"), "--split", "valid")
-    assert "audio" in evaluated
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "m"), "--split", "valid"]) == 0
+    assert "audio" in capsys.readouterr().out
     out = tmp_path / "pctr.parquet"
-    camoe_cli("predict", str(tmp_path / "m"), str(log), "--output", str(out), "--keep", "ts")
+    assert main(["predict", str(tmp_path / "m"), str(log), "--output", str(out), "--keep", "ts"]) == 0
     pctr = pd.read_parquet(out)
-    assert len(pctr) == 20_000 and pctr["pctr"].between(0, 1).all() and pctr["row"].is_unique
+    assert len(pctr) == 12_000 and pctr["pctr"].between(0, 1).all() and pctr["row"].is_unique
     in_memory = camoe.CTRPipeline.load(tmp_path / "m").predict_proba(pd.read_parquet(log / "part-00000.parquet"))
     np.testing.assert_allclose(pctr["pctr"].to_numpy()[: len(in_memory)], in_memory, rtol=1e-6)
