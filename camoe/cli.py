@@ -389,7 +389,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     outcome = run_experiment(args.config, quick=args.quick, output_dir=args.output, log=_print,
-                             mlflow_uri=args.mlflow)
+                             mlflow_uri=args.mlflow, report_only=args.report_only)
     _print(f"experiment done in {time.perf_counter() - t0:.1f} s: {len(outcome.trained)} runs trained, "
            f"{len(outcome.cached)} cached; report: {outcome.output_dir / 'report' / 'index.html'}")
     return 0
@@ -479,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="experiment folder (default: output_dir of the file; --quick adds -quick)")
     p.add_argument("--mlflow", metavar="URI", help="also log runs and report to this MLflow tracking URI "
                    "(e.g. file:///abs/mlruns); needs the mlflow extra")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report on the runs finished so far")
     p.set_defaults(func=cmd_experiment)
     return parser
 

@@ -282,7 +282,7 @@ def lift_between(
 ) -> tuple[float, float, float]:
     """Lift of configuration ``name`` over ``ref`` on slice ``s`` with its paired bootstrap CI."""
     lift = lifts_point(point, s, name, ref)
-    if s not in replicates:
+    if s not in replicates or name not in replicates[s] or ref not in replicates[s]:
         return lift, math.nan, math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = replicates[s][name] / replicates[s][ref] - 1.0
@@ -302,7 +302,7 @@ def _mean_lift_ci(
     lifts = [lifts_point(point, s, name, ref) for s in slices]
     reps = []
     for s in slices:
-        if s in replicates:
+        if s in replicates and name in replicates[s] and ref in replicates[s]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 reps.append(replicates[s][name] / replicates[s][ref] - 1.0)
     if not reps:
@@ -544,8 +544,11 @@ def write_report(
     output_dir: Path,
     quick: bool = False,
     log: Callable[[str], None] | None = None,
+    missing: list[RunSpec] | None = None,
 ) -> list[Path]:
     """Analyse the finished runs and write ``report/`` (results.csv, report.md, index.html, PNGs).
+
+    ``missing`` lists runs of the grid not finished yet (a partial report names them).
 
     Returns:
         The written files.
@@ -587,6 +590,9 @@ def write_report(
                                                  f"{name}: mean gate weight (seed mean)"))
     files += [p for ps in images.values() for p in ps]
     blocks = _blocks(exp, analysis, configurations, runs, evaluation, images, quick, samples)
+    if missing:
+        blocks.insert(1, ("p", f"PARTIAL REPORT: {len(missing)} runs of the grid are not finished and are left out: "
+                              + ", ".join(f"{r.configuration.name} seed {r.seed}" for r in missing)))
     md = report_dir / "report.md"
     md.write_text(_render_md(blocks, report_dir))
     index = report_dir / "index.html"

@@ -67,6 +67,7 @@ class ExperimentOutcome:
     runs: list[RunSpec]
     trained: list[str] = field(default_factory=list)  # run keys trained in this call
     cached: list[str] = field(default_factory=list)  # run keys found finished
+    missing: list[str] = field(default_factory=list)  # run keys not finished (report_only)
     run_seconds: dict[str, float] = field(default_factory=dict)
     report_files: list[Path] = field(default_factory=list)
     data_seconds: float = 0.0
@@ -212,6 +213,7 @@ def run_experiment(
     log: Log | None = None,
     mlflow_uri: str | None = None,
     report: bool = True,
+    report_only: bool = False,
 ) -> ExperimentOutcome:
     """Run (or continue) the experiment in ``path`` and write its report.
 
@@ -223,6 +225,8 @@ def run_experiment(
         log: receives one line per step (the CLI prints them).
         mlflow_uri: log to this MLflow tracking URI (also enabled by ``mlflow.enabled`` in the file).
         report: write the report (tables, PNGs, HTML); False only trains.
+        report_only: train nothing; report on the runs finished so far (a partial grid: the report lists the
+            missing runs, and configurations without any finished run are left out).
 
     Returns:
         ``ExperimentOutcome``.
@@ -261,6 +265,9 @@ def run_experiment(
     say(f"{len(configurations)} configurations × {len(seeds)} seeds = {len(runs)} runs -> {out}")
     for i, run in enumerate(runs, 1):
         run_dir = out / "runs" / run.key
+        if report_only:
+            (outcome.cached if (run_dir / "run.json").is_file() else outcome.missing).append(run.key)
+            continue
         if (run_dir / "run.json").is_file():
             outcome.cached.append(run.key)
             say(f"[{i}/{len(runs)}] {run.configuration.name} seed {run.seed}: cached ({run.key})")
@@ -274,7 +281,12 @@ def run_experiment(
         from camoe.experiments.report import write_report
 
         t1 = time.perf_counter()
-        outcome.report_files = write_report(exp, configurations, runs, evaluation, out, quick=quick, log=say)
+        finished = [r for r in runs if r.key not in outcome.missing]
+        if outcome.missing:
+            say(f"report on {len(finished)} finished runs; {len(outcome.missing)} runs not finished yet")
+        missing = [r for r in runs if r.key in outcome.missing]
+        outcome.report_files = write_report(exp, configurations_of(finished), finished, evaluation, out,
+                                            quick=quick, log=say, missing=missing)
         outcome.analysis_seconds = time.perf_counter() - t1
         say(f"report written to {out / 'report'} ({outcome.analysis_seconds:.1f} s)")
         if mlflow_uri is not None or exp.mlflow.enabled:

@@ -263,10 +263,11 @@ def run_key(config: RunConfig, training: str, data_id: dict[str, Any]) -> str:
 def expand_runs(
     configurations: list[ConfigurationSpec], seeds: list[int], data_id: dict[str, Any]
 ) -> list[RunSpec]:
-    """configurations × seeds; each run's ``train.seed`` is its seed."""
+    """configurations × seeds, seed-major (every configuration's first seed, then the second, ...), so a partly
+    finished grid already covers every configuration; each run's ``train.seed`` is its seed."""
     runs = []
-    for conf in configurations:
-        for seed in seeds:
+    for seed in seeds:
+        for conf in configurations:
             cfg = conf.config.model_copy(deep=True)
             cfg.train = cfg.train.model_copy(update={"seed": seed})
             cfg._config_dir = conf.config._config_dir
