@@ -12,10 +12,10 @@ A task whose validation rows hold a single class keeps the identity map (a warni
 
 Example:
     >>> import numpy as np
-    >>> p = np.array([0.1, 0.2, 0.3, 0.4]); y = np.array([0, 0, 1, 1]); task = np.zeros(4, dtype=int)
+    >>> p = np.linspace(0.01, 0.5, 200); y = (np.arange(200) % 4 == 0) * 1.0; task = np.zeros(200, dtype=int)
     >>> cal = PosthocCalibration.fit("isotonic", p, y, task, ["audio"])
-    >>> cal.apply(np.array([0.15, 0.35]), np.array([0, 0]), ["audio"]).tolist()
-    [0.0, 1.0]
+    >>> cal.apply(np.array([0.005, 0.3]), np.array([0, 0]), ["audio"]).round(3).tolist()
+    [0.25, 0.25]
 """
 
 from __future__ import annotations
@@ -77,12 +77,16 @@ class PosthocCalibration:
                 skipped.append(task)
                 continue
             if method == "isotonic":
-                iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+                # fitted values kept inside (0, 1): a pCTR of exactly 0 or 1 would give an infinite logloss
+                iso = IsotonicRegression(y_min=_EPS, y_max=1 - _EPS, out_of_bounds="clip").fit(p, y)
                 out.params[task] = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
             else:
                 lr = LogisticRegression(C=1e6).fit(_logit(p)[:, None], y)
                 out.params[task] = {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
             out.fitted_on[task] = int(sel.sum())
+            if min(y.sum(), len(y) - y.sum()) < 20:
+                warnings.warn(f"calibration: task '{task}' has only {int(y.sum())} clicks in {len(y)} fitting rows; "
+                              f"the {method} map is unreliable", stacklevel=2)
         if skipped:
             warnings.warn(f"calibration: tasks {skipped} have a single class in the fitting rows; left uncalibrated",
                           stacklevel=2)

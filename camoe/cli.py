@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -67,17 +68,48 @@ def _progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
+def _int_in(low: int, high: int) -> Any:
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value}")
+        return value
+
+    return parse
+
+
 def _check_output_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {path} exists and is a file; give a folder path")
 
 
-def _check_output_file(path: str) -> None:
+def _check_output_file(path: str, data: str | None = None, artifact: str | None = None) -> None:
+    """Refuse an output path that is a folder, lacks a .csv / .parquet name, or would overwrite the input data or a
+    file of the artifact."""
+    from camoe.data.readers import expand_paths
+
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"--output {p} is a folder; give a file name ending in .csv or .parquet")
+    if not p.name.endswith((".csv", ".parquet")):
+        raise ValueError(f"--output {p}: give a file name ending in .csv or .parquet")
     if any(parent.exists() and not parent.is_dir() for parent in p.parents):
         raise ValueError(f"--output {p}: a parent path is a file, not a folder")
+    target = p.resolve()
+    if artifact is not None and Path(artifact).resolve() in target.parents:
+        raise ValueError(f"--output {p} is inside the artifact folder {artifact}; write predictions elsewhere")
+    if data is not None:
+        try:
+            inputs = {f.resolve() for f in expand_paths(data)}
+        except FileNotFoundError:
+            return
+        if target in inputs:
+            raise ValueError(f"--output {p} is the input data file; it would be overwritten")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -210,7 +242,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from camoe.pipeline import CTRPipeline
     from camoe.run import read_for_config
 
-    _check_output_file(args.output)
+    _check_output_file(args.output, args.data, args.artifact)
     pipe = CTRPipeline.load(args.artifact)
     if pipe.config.data.streaming.enabled and args.backend == "torch" and args.reader in ("auto", "parquet"):
         from camoe.streaming import predict_stream
@@ -227,11 +259,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         from camoe.export import OnnxScorer, export_onnx
 
-        onnx_path = Path(args.artifact) / "onnx" / "model.onnx"
-        weights = Path(args.artifact) / "model.safetensors"
-        if not onnx_path.is_file() or onnx_path.stat().st_mtime < weights.stat().st_mtime:  # missing or stale
-            export_onnx(pipe, onnx_path.parent)
-        pctr = OnnxScorer(pipe, onnx_path).predict_proba(frame, source=str(args.data))
+        with tempfile.TemporaryDirectory() as tmp:  # exported from the verified weights, never a cached file
+            pctr = OnnxScorer(pipe, export_onnx(pipe, tmp)).predict_proba(frame, source=str(args.data))
     else:
         pctr = pipe.predict_proba(frame, source=str(args.data))
     assert pipe.layout_ is not None and pipe.last_encoding_ is not None
@@ -258,38 +287,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     _check_output_dir(out)
     path = export_onnx(CTRPipeline.load(args.artifact), out)
     _print(f"wrote {path} and {out / 'inputs.json'} (inputs: cat_ids, multi_ids, dense, format_ids -> pctr)")
-    return 0
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    import warnings as _warnings
-
-    from camoe.pipeline import CTRPipeline
-    from camoe.run import load_splits, read_for_config
-
-    pipe = CTRPipeline.load(args.artifact)
-    if args.data:
-        frame, source = read_for_config(pipe.config, args.data), str(args.data)
-    else:
-        frame, source = load_splits(pipe.config)["valid"], "valid split"
-    if len(frame) == 0:
-        raise ValueError(f"{source}: no rows to fit the calibration on; give --data FILE")
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")
-        before = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
-        pipe.calibrate(frame, args.method, source)
-        after = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
-    for task in before:
-        _print(f"  task {task:12s} calib ratio {before[task]['calibration_ratio']:.3f} -> "
-               f"{after[task]['calibration_ratio']:.3f}, ECE {before[task]['ece']:.5f} -> {after[task]['ece']:.5f} "
-               f"({source}, {args.method})")
-    out = Path(args.output or args.artifact)
-    _check_output_dir(out)
-    metrics = pipe.diagnostics_ and {"gates": pipe.diagnostics_}
-    pipe.save(out, metrics={**(metrics or {}), "calibration": {"method": args.method, "fitted_on": source,
-                                                               "before": before, "after": after}})
-    _print(f"wrote {out}: scores from it (predict, evaluate, export, serve) apply the {args.method} map; report "
-           f"its test metrics with `camoe evaluate {out}`")
     return 0
 
 
@@ -342,6 +339,40 @@ def cmd_prune(args: argparse.Namespace) -> int:
     pruned.save(out, metrics={"gates": pruned.diagnostics_, "prune": report})
     _print(f"wrote pruned artifact {out}: {pruned.config.model.num_experts} of "
            f"{pruned.diagnostics_['pruned']['from_experts']} experts kept")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import warnings as _warnings
+
+    from camoe.pipeline import CTRPipeline
+    from camoe.run import load_splits, read_for_config
+
+    pipe = CTRPipeline.load(args.artifact)
+    if args.data:
+        frame, source = read_for_config(pipe.config, args.data), str(args.data)
+    else:
+        frame, source = load_splits(pipe.config)["valid"], "valid split"
+    if len(frame) == 0:
+        raise ValueError(f"{source}: no rows to fit the calibration on; give --data FILE")
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")  # undefined metrics on the fitting rows are expected here
+        before = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
+    pipe.calibrate(frame, args.method, source)  # its warnings (single-class or few-click tasks) reach the user
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        after = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
+    for task in before:
+        _print(f"  task {task:12s} calib ratio {before[task]['calibration_ratio']:.3f} -> "
+               f"{after[task]['calibration_ratio']:.3f}, ECE {before[task]['ece']:.5f} -> {after[task]['ece']:.5f} "
+               f"({source}, {args.method})")
+    out = Path(args.output or args.artifact)
+    _check_output_dir(out)
+    metrics = pipe.diagnostics_ and {"gates": pipe.diagnostics_}
+    pipe.save(out, metrics={**(metrics or {}), "calibration": {"method": args.method, "fitted_on": source,
+                                                               "before": before, "after": after}})
+    _print(f"wrote {out}: scores from it (predict, evaluate, export, serve) apply the {args.method} map; report "
+           f"its test metrics with `camoe evaluate {out}`")
     return 0
 
 
@@ -459,10 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP scoring service for an artifact (FastAPI + uvicorn)")
     p.add_argument("artifact")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_int_in(0, 65535), default=8000)
     p.add_argument("--backend", choices=["torch", "onnx"], default="onnx")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    p.add_argument("--max-candidates", type=int, default=1000)
+    p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000)
+    p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="generate the synthetic log, train CAMoE, compare with the oracle")

@@ -124,6 +124,7 @@ class OnnxScorer:
         feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(),
                  "dense": batch.dense.numpy(), "format_ids": batch.format_ids.numpy()}
         pctr = self.session.run(["pctr"], feeds)[0]
+        self.pipe.check_finite_scores(pctr, batch, source)
         calibration, layout = self.pipe.calibration_, self.pipe.layout_
         if calibration is not None and layout is not None:  # the artifact's post-hoc map, as in eager scoring
             task = np.asarray(layout.format_task_index)[feeds["format_ids"]]

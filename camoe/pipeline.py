@@ -280,12 +280,38 @@ class CTRPipeline:
         self.calibration_ = PosthocCalibration.fit(method, own, batch.labels.numpy(), task, self.layout_.tasks)
         return self
 
+    def check_finite_scores(self, pctr: np.ndarray, batch: Batch, source: str) -> None:
+        """Refuse non-finite scores instead of returning them.
+
+        A finite input far outside the training range (e.g. 1e39 seconds) can overflow inside the network in float32;
+        the error names the rows' numeric features with the largest standardised values.
+
+        Raises:
+            ValueError: ``pctr`` (N,) or (N, T) holds NaN / inf.
+        """
+        bad = ~np.isfinite(pctr)
+        if bad.ndim == 2:
+            bad = bad.any(axis=1)
+        if not bad.any():
+            return
+        dense = batch.dense.numpy()[bad]  # (n_bad, N_dense) standardised values
+        names = self.encoder_.input_spec_.dense_features if self.encoder_ and self.encoder_.input_spec_ else ()
+        worst = ""
+        if dense.size:
+            col = int(np.abs(dense).max(axis=0).argmax())
+            worst = (f"; numeric feature '{names[col]}' reaches {float(np.abs(dense[:, col]).max()):.3g} training "
+                     f"standard deviations from its mean in those rows")
+        raise ValueError(f"{source}: {int(bad.sum())} rows give a non-finite pCTR (the inputs overflow the model)"
+                         f"{worst}; fix or clip those values")
+
     def predict_task_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
         """pCTR of every task head: (N, T), columns in ``layout_.tasks`` order (downsampling corrected once)."""
         if self.model_ is None:
             raise RuntimeError("CTRPipeline is not fitted")
         batch = self.encode(frame, source, labels=False)
-        return self._probabilities(predict_logits(self.model_, batch))
+        probs = self._probabilities(predict_logits(self.model_, batch))
+        self.check_finite_scores(probs, batch, source)
+        return probs
 
     def predict_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
         """One pCTR per row from the row's own task head: (N,)."""
@@ -294,7 +320,9 @@ class CTRPipeline:
         batch = self.encode(frame, source, labels=False)
         probs = self._probabilities(predict_logits(self.model_, batch))  # (N, T)
         task = torch.as_tensor(self.layout_.format_task_index)[batch.format_ids].numpy()  # (N,)
-        return np.take_along_axis(probs, task[:, None], axis=1)[:, 0]
+        own = np.take_along_axis(probs, task[:, None], axis=1)[:, 0]
+        self.check_finite_scores(own, batch, source)
+        return own
 
     def _metrics(
         self, logits: np.ndarray, labels: np.ndarray, formats: np.ndarray, true_prob: np.ndarray | None, split: str,

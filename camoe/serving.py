@@ -109,9 +109,11 @@ def create_app(
                 else:
                     await self.inner(scope, receive, send_status)
             finally:
-                requests.labels(scope["path"], str(status)).inc()
-                latency.labels(scope["path"]).observe(time.perf_counter() - start)
+                path = scope["path"] if scope["path"] in routes else "other"  # bounded label set
+                requests.labels(path, str(status)).inc()
+                latency.labels(path).observe(time.perf_counter() - start)
 
+    routes = {"/v1/score", "/healthz", "/v1/metadata", "/metrics", "/docs", "/openapi.json"}
     app.add_middleware(LimitAndMeasure)
 
     @app.get("/healthz")
@@ -170,6 +172,7 @@ def create_app(
             return _error(422, str(err))
         scores = [{"format": c.format, "task": layout.format_to_task[c.format], "pctr": float(p)}
                   for c, p in zip(body.candidates, pctr)]
-        return Response(json.dumps({"model_version": version, "scores": scores}), media_type="application/json")
+        body_out = json.dumps({"model_version": version, "scores": scores}, allow_nan=False)  # never invalid JSON
+        return Response(body_out, media_type="application/json")
 
     return app

@@ -153,3 +153,63 @@ def test_encoding_errors_in_an_explicit_split_file_name_the_file(tmp_path: Path)
     cfg.data.path, cfg.data.valid_path = str(tmp_path / "train.csv"), str(tmp_path / "valid.csv")
     with pytest.raises(ValueError, match=r"valid \(.*valid\.csv\).*bid_price.*cheap"):
         camoe.train_and_evaluate(cfg, output_dir=tmp_path / "out")
+
+
+def _fitted_on_csv(tmp_path: Path) -> tuple[camoe.CTRPipeline, Path]:
+    (tmp_path / "rows.csv").write_text(CSV)
+    cfg = _config()
+    pipe = camoe.CTRPipeline(cfg).fit(read_for_config(cfg, tmp_path / "rows.csv"))
+    return pipe, tmp_path / "rows.csv"
+
+
+def test_inputs_that_overflow_the_model_are_refused_not_scored_nan(tmp_path: Path) -> None:
+    pipe, path = _fitted_on_csv(tmp_path)
+    rows = read_for_config(pipe.config, path)
+    rows.loc[0, "bid_price"] = 1e36  # finite, fits float32 after scaling, overflows inside the network
+    with pytest.raises(ValueError, match=r"non-finite pCTR.*'bid_price'"):
+        pipe.predict_proba(rows, source="rows.csv")
+
+
+def test_numbers_beyond_float64_lists_for_scalars_and_na_tokens() -> None:
+    cfg = _config()
+    train = pd.read_csv(__import__("io").StringIO(CSV), keep_default_na=False, na_values=[""], dtype={"ad_id": str})
+    pipe = camoe.CTRPipeline(cfg).fit(train)
+    base = {c: train[c].tolist()[:2] for c in train.columns}
+    with pytest.raises(ValueError, match=r"'bid_price' holds an integer beyond the float64 range"):
+        pipe.predict_proba({**base, "bid_price": [10**400, 1.0]})
+    with pytest.raises(ValueError, match=r"'bid_price' holds \['list'\] values"):
+        pipe.predict_proba({**base, "bid_price": [[1.0], 1.0]})
+    with pytest.raises(ValueError, match=r"feature 'device': expected one value per row, got a list"):
+        pipe.predict_proba({**base, "device": [["ios", "web"], "ios"]})
+    text = train.astype({"bid_price": str})
+    with pytest.raises(ValueError, match=r"'bid_price' holds values beyond the float64 range \['1e400'\]"):
+        pipe.predict_proba(text.assign(bid_price=["1e400"] + text["bid_price"].tolist()[1:]))
+    na = pipe.predict_proba(text.assign(bid_price=["NA", "n/a", "null", "None", "nan", ""]))  # explicit missing
+    assert np.isfinite(na).all()
+
+
+def test_csv_with_repeated_header_or_no_content_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("ts,device,device,click\n1,ios,web,0\n")
+    with pytest.raises(ValueError, match=r"dup\.csv: the header repeats column\(s\) \['device'\]"):
+        read_table(tmp_path / "dup.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.csv: the CSV file is empty"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "quote.csv").write_text('a,b\n"1,2\n')
+    with pytest.raises(ValueError, match=r"quote\.csv"):
+        read_table(tmp_path / "quote.csv")
+    (tmp_path / "utf16.csv").write_bytes("a,b\n1,2\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"utf16\.csv"):
+        read_table(tmp_path / "utf16.csv")
+
+
+def test_cli_predict_never_overwrites_its_input_or_the_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pipe, path = _fitted_on_csv(tmp_path)
+    folder = pipe.save(tmp_path / "model")
+    before = path.read_text()
+    for output, message in ((path, "input data file"), (folder / "encoder.csv", "inside the artifact folder"),
+                            (tmp_path / "out.json", "ending in .csv or .parquet")):
+        assert main(["predict", str(folder), str(path), "--output", str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert path.read_text() == before
+    camoe.CTRPipeline.load(folder)  # untouched

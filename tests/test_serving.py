@@ -140,9 +140,16 @@ def test_abuse_gets_4xx_never_5xx(make_config: Callable[..., camoe.RunConfig], b
     bad_bodies = [b"", b"null", b"[]", b'{"candidates": "audio"}', b'{"candidates": [{"format": 3}]}',
                   b'{"candidates": [{"format": "audio", "bid_price": {"a": 1}}]}', b"\xff\xfe", b'{"candidates": [',
                   b'{"context": [], "candidates": [{"format": "audio"}]}']
+    bad_bodies += [b'{"candidates": [{"format": "audio", "bid_price": 1' + b"0" * 400 + b"}]}",  # int > float64
+                   b'{"candidates": [{"format": "audio", "bid_price": 1e36}]}',  # overflows the network: no NaN
+                   b'{"candidates": [{"format": "audio", "device": ["ios", "web"]}]}']  # a list for a scalar
     for body in bad_bodies:
         r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422, (body, r.status_code, r.text)
+    assert "bid_price" in client.post("/v1/score", content=bad_bodies[-2]).text
+    for i in range(5):  # unknown paths share one metrics label: the series count stays bounded
+        client.get(f"/random-{i}")
+    assert 'endpoint="other"' in client.get("/metrics").text and "random-3" not in client.get("/metrics").text
     # a body streamed without Content-Length is still bounded
     def chunks():  # noqa: ANN202
         yield b'{"candidates": ['

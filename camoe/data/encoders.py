@@ -101,7 +101,11 @@ def _columns_of(frame: Any) -> list[str]:
 
 
 def _category_value(v: Any) -> str:
-    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text)."""
+    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text).
+
+    Raises:
+        TypeError: a list, dict or array where one value is expected.
+    """
     kind = type(v)
     if kind is str:
         return v.strip()
@@ -109,6 +113,8 @@ def _category_value(v: Any) -> str:
         return str(v)
     if isinstance(v, str):
         return v.strip()
+    if isinstance(v, _CONTAINERS):
+        raise TypeError(f"expected one value per row, got a {type(v).__name__}")
     if v is None or v is pd.NA or v is pd.NaT:
         return ""
     if isinstance(v, (bool, np.bool_)):
@@ -123,7 +129,9 @@ def _category_value(v: Any) -> str:
     return str(v).strip()
 
 
-def _categorical_strings(col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _categorical_strings(
+    col: pd.Series | np.ndarray, column: str = "value", source: str = "data"
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalised value strings and the missing mask of a categorical column.
 
     Rules (the same for typed columns and Python values): text is stripped; None / NaN / NA / inf / blank text is
@@ -132,10 +140,16 @@ def _categorical_strings(col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.nd
 
     Returns:
         (N,) object array of strings ("" where missing), (N,) bool missing mask.
+
+    Raises:
+        ValueError: a list / dict / array where one value is expected (names ``column`` and ``source``).
     """
     if isinstance(col, np.ndarray):
         # text (the common case) is stripped inline; other values take the full rule
-        strs = np.array([v.strip() if type(v) is str else _category_value(v) for v in col], dtype=object)
+        try:
+            strs = np.array([v.strip() if type(v) is str else _category_value(v) for v in col], dtype=object)
+        except TypeError as err:
+            raise ValueError(f"{source}: feature '{column}': {err}") from None
         if not len(col):
             strs = np.zeros(0, dtype=object)
         return strs, strs == ""
@@ -158,11 +172,26 @@ def _categorical_strings(col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.nd
     return stripped.fillna("").to_numpy(dtype=object), missing
 
 
+_MISSING_TOKENS = ["nan", "inf", "-inf", "+inf", "infinity", "-infinity", "none", "null", "na", "n/a"]
+_CONTAINERS = (list, tuple, dict, set, np.ndarray)
+
+
 def _numeric_values(col: pd.Series | np.ndarray, column: str, source: str) -> np.ndarray:
-    """Cast a column to float64 (NaN where missing); text that is not a number raises naming the column."""
+    """Cast a column to float64 (NaN where missing); text that is not a number, a list where one number is
+    expected, or a number beyond float64 (e.g. "1e400", a 400-digit integer) raises naming the column.
+
+    Explicit missing tokens (empty, NaN, inf, None, null, NA, n/a; any case) are missing values.
+    """
     if isinstance(col, np.ndarray):
+        if any(isinstance(v, _CONTAINERS) for v in col):
+            kinds = sorted({type(v).__name__ for v in col if isinstance(v, _CONTAINERS)})
+            raise ValueError(f"{source}: numeric feature '{column}' holds {kinds} values; expected one number per row")
         try:  # Python numbers / None (a scoring request): one C-level conversion
             return np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
+        except OverflowError:
+            raise ValueError(
+                f"{source}: numeric feature '{column}' holds an integer beyond the float64 range"
+            ) from None
         except (TypeError, ValueError):
             col = pd.Series(col, dtype=object).astype("string")  # text: the vectorised rules and error below
     if pd.api.types.is_bool_dtype(col.dtype):
@@ -171,14 +200,23 @@ def _numeric_values(col: pd.Series | np.ndarray, column: str, source: str) -> np
         return col.to_numpy(dtype=np.float64, na_value=np.nan)
     text = col.astype("string").str.strip()
     converted = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
-    bad = converted.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "inf", "-inf", "none", "null"])
+    token = text.str.lower().isin(_MISSING_TOKENS).fillna(False)
+    bad = converted.isna() & text.notna() & (text != "") & ~token
     if bad.any():
         examples = text[bad].unique()[:5].tolist()
         raise ValueError(
             f"{source}: numeric column '{column}' (dtype {col.dtype}) holds non-numeric values {examples} "
             f"in {int(bad.sum())} rows; expected numbers, or empty / NaN for missing"
         )
-    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = converted.to_numpy(dtype=np.float64, na_value=np.nan)
+    overflow = np.isinf(values) & ~token.to_numpy(dtype=bool)
+    if overflow.any():
+        examples = text[overflow].unique()[:3].tolist()
+        raise ValueError(
+            f"{source}: numeric column '{column}' holds values beyond the float64 range {examples} in "
+            f"{int(overflow.sum())} rows"
+        )
+    return values
 
 
 @dataclass
@@ -269,7 +307,10 @@ class FeatureEncoder:
                 items = cell if isinstance(cell, (list, tuple, np.ndarray)) else _category_value(cell).split(spec.separator)
                 k = 0
                 for item in items:
-                    value = item.strip() if type(item) is str else _category_value(item)
+                    try:
+                        value = item.strip() if type(item) is str else _category_value(item)
+                    except TypeError as err:
+                        raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
                     if value and k < spec.max_len:
                         rows.append(i)
                         pos.append(k)
@@ -333,7 +374,7 @@ class FeatureEncoder:
                     self._check_missing_policy(spec, _num_rows(frame) - len(np.unique(rows)), source)
                     counts = pd.Series(vals, dtype=object).value_counts(sort=False)
                 else:
-                    strs, missing = _categorical_strings(col)
+                    strs, missing = _categorical_strings(col, spec.name, source)
                     self._check_missing_policy(spec, int(missing.sum()), source)
                     counts = pd.Series(strs[~missing], dtype=object).value_counts(sort=False)
                 counts = counts[counts >= spec.min_count]
@@ -450,7 +491,7 @@ class FeatureEncoder:
         missing_counts: dict[str, int] = {}
         for j, spec in enumerate(self.cat_specs):
             col = _column(frame, spec.name)
-            strs, missing = _categorical_strings(col)
+            strs, missing = _categorical_strings(col, spec.name, source)
             self._check_missing_policy(spec, int(missing.sum()), source)
             if spec.encoding == "identity":
                 ids = self._encode_identity(spec, col, missing, source)

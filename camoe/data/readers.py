@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import glob
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,8 @@ def expand_paths(path: str | Path) -> list[Path]:
 def _check_field_counts(file: Path, sep: str) -> None:
     """Refuse rows with fewer (or more) fields than the header, which pandas would pad with NaN silently.
 
-    One streaming pass with pyarrow's CSV parser (bounded memory, only the first column converted); quoted values
-    may hold newlines. Files pyarrow cannot parse (e.g. not UTF-8) are left to pandas and its errors.
+    One pass with pyarrow's CSV parser (only the first column is converted and kept); quoted values may hold
+    newlines. Files pyarrow cannot parse (e.g. not UTF-8) are left to pandas and its errors.
 
     Raises:
         ValueError: names the file, the count of bad rows, and the first ones with their row number (the header is
@@ -63,32 +65,27 @@ def _check_field_counts(file: Path, sep: str) -> None:
     try:
         width = len(pd.read_csv(file, nrows=0, sep=sep).columns)
         names = [f"c{i}" for i in range(width)]  # own names: pandas and Arrow name blank header cells differently
-        reader = pacsv.open_csv(
+        pacsv.read_csv(  # not open_csv: its read-ahead thread can abort the interpreter at exit after a bad row
             file, read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=on_bad_row),
             convert_options=pacsv.ConvertOptions(include_columns=names[:1], column_types={names[0]: pa.string()}),
         )
-        for _ in reader:
-            pass
     except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
         return  # pandas reads the file next and reports what it finds
     if bad:
-        first = "; ".join(f"row {r.number}: {r.actual_columns} fields, expected {r.expected_columns} ({r.text[:60]!r})"
-                          for r in bad[:3])
-        raise ValueError(f"{file}: malformed CSV: {len(bad)} rows do not have one field per header column; {first}")
+        rows = [(r.number, r.actual_columns, r.expected_columns, r.text) for r in bad[:3]]
+        count = len(bad)
+        bad.clear()  # drop the pyarrow row objects before raising
+        first = "; ".join(f"row {number}: {actual} fields, expected {expected} ({text[:60]!r})"
+                          for number, actual, expected, text in rows)
+        raise ValueError(f"{file}: malformed CSV: {count} rows do not have one field per header column; {first}")
 
 
-def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> pd.DataFrame:
-    # Only empty cells are missing: "NA", "null", "None" stay literal category values. Columns in text_columns
-    # (categorical features) are read as text so "007" stays "007" and large integer ids keep every digit.
-    opts = {"sep": "\t" if file.name.endswith(".tsv") else ",", "keep_default_na": False, "na_values": [""], **options}
-    if text_columns and "dtype" not in options:
-        header = pd.read_csv(file, nrows=0, sep=opts["sep"]).columns
-        opts["dtype"] = {c: str for c in text_columns if c in header}
-    if set(options) <= {"sep"} and len(opts["sep"]) == 1:
-        _check_field_counts(file, opts["sep"])
+@contextmanager
+def _csv_errors(file: Path) -> Iterator[None]:
+    """Turn pandas / codec / IO failures while reading ``file`` into ValueError naming the file."""
     try:
-        frame = pd.read_csv(file, **opts)
+        yield
     except pd.errors.EmptyDataError:
         raise ValueError(f"{file}: the CSV file is empty (no header, no rows)") from None
     except pd.errors.ParserError as err:
@@ -100,6 +97,24 @@ def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> p
         raise ValueError(f"{file}: invalid CSV reader option ({err}); see pandas.read_csv") from None
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{file}: cannot read ({type(err).__name__}: {err})") from None
+
+
+def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> pd.DataFrame:
+    # Only empty cells are missing: "NA", "null", "None" stay literal category values. Columns in text_columns
+    # (categorical features) are read as text so "007" stays "007" and large integer ids keep every digit.
+    opts = {"sep": "\t" if file.name.endswith(".tsv") else ",", "keep_default_na": False, "na_values": [""], **options}
+    probe = {k: v for k, v in opts.items() if k in ("sep", "encoding", "compression", "quotechar", "delimiter")}
+    with _csv_errors(file):
+        names = pd.read_csv(file, nrows=1, header=None, dtype=str, keep_default_na=False, **probe).iloc[0].tolist()
+        duplicated = sorted({n for n in names if n and names.count(n) > 1})
+        if duplicated and "names" not in options:
+            raise ValueError(f"{file}: the header repeats column(s) {duplicated}; columns are matched by name, so "
+                             f"each must appear once")
+        if text_columns and "dtype" not in options:
+            opts["dtype"] = {c: str for c in text_columns if c in names}
+        if set(options) <= {"sep"} and len(opts["sep"]) == 1:
+            _check_field_counts(file, opts["sep"])
+        frame = pd.read_csv(file, **opts)
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
     if unnamed and frame[unnamed].isna().all().all():
         frame = frame.drop(columns=unnamed)  # trailing commas
