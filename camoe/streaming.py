@@ -254,6 +254,7 @@ def predict_stream(pipe: CTRPipeline, path: str | Path, output: str | Path, keep
                 oov[name] = oov.get(name, 0) + int(count)
             probs = pipe._probabilities(predict_logits(pipe.model_, batch))  # (n, T)
             task = task_of_format[batch.format_ids].numpy()
+            pipe.check_finite_scores(np.take_along_axis(probs, task[:, None], axis=1)[:, 0], batch, str(path))
             part = pd.DataFrame({"row": np.arange(written, written + len(frame)),
                                  "format": fmt_names[batch.format_ids.numpy()],
                                  "task": np.array(pipe.layout_.tasks, dtype=object)[task],
