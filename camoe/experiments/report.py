@@ -337,10 +337,14 @@ def check_claims(
         for label in [k[len("front_"):] for k in pareto.columns if k.startswith("front_")]:
             on = [n for n in c.pareto if bool(pareto.loc[n, f"front_{label}"])]
             front = [n for n in pareto.index if bool(pareto.loc[n, f"front_{label}"])]
+            if len(front) == len(pareto.index):
+                verdict = f"uninformative: all {len(front)} configurations are on the front"
+            else:
+                verdict = "supported" if len(on) == len(c.pareto) else ("partly supported" if on else "not supported")
             rows.append({"claim": f"grouping {' / '.join(c.pareto)} is Pareto-optimal (lifts per {label})",
-                         "measure": f"on the front: {on or 'none'}; whole front: {front}",
-                         "verdict": "supported" if len(on) == len(c.pareto) else (
-                             "partly supported" if on else "not supported")})
+                         "measure": f"on the front: {on or 'none'}; front ({len(front)} of {len(pareto.index)}): "
+                                    f"{front}",
+                         "verdict": verdict})
     if c.two_task and c.two_task in names:
         for other in (c.one_task, c.many_task):
             if other and other in names:
@@ -428,7 +432,7 @@ def _blocks(exp: ExperimentConfig, analysis: Analysis, configurations: list[Conf
     ]
     auc = analysis.auc_pr
     lifts = analysis.lifts
-    sections = [("format", formats, "formats")] + [
+    sections = [("format", formats, "format")] + [
         (attr, sorted(auc[auc["slice_type"] == attr]["slice"].unique()), attr) for attr in exp.slices]
     for kind, cols, label in sections:
         if not cols:
