@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -139,25 +140,45 @@ def prune_pipeline(pipe: CTRPipeline, keep: np.ndarray) -> CTRPipeline:
     return out
 
 
-def expert_latency_ms(pipe: CTRPipeline, frame: pd.DataFrame, repeats: int = 200) -> tuple[float, float]:
-    """(p50, p99) latency in ms of the scoring module (model + own-task pCTR, eager, 1 thread) on ``frame``'s
-    encoded rows; encoding excluded."""
-    from camoe.export import ScoringModule
+def expert_latency_ms(
+    pipe: CTRPipeline, frame: pd.DataFrame, repeats: int = 200, backend: str = "torch"
+) -> tuple[float, float]:
+    """(p50, p99) latency in ms of scoring ``frame``'s encoded rows (model + own-task pCTR, 1 thread, encoding
+    excluded) with eager PyTorch (``backend="torch"``) or ONNX Runtime (``"onnx"``, the serving path).
+
+    Raises:
+        ValueError: unknown backend.
+    """
+    from camoe.export import OnnxScorer, ScoringModule, export_onnx
 
     assert pipe.model_ is not None and pipe.layout_ is not None
-    module = ScoringModule(pipe.model_, pipe.layout_.format_task_index, pipe.config.train.negative_sampling_rate)
     batch = pipe.encode(frame, "latency", labels=False)
+    if backend == "onnx":
+        with tempfile.TemporaryDirectory() as tmp:
+            session = OnnxScorer(pipe, export_onnx(pipe, tmp)).session
+        feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(), "dense": batch.dense.numpy(),
+                 "format_ids": batch.format_ids.numpy()}
+
+        def run() -> None:
+            session.run(["pctr"], feeds)
+    elif backend == "torch":
+        module = ScoringModule(pipe.model_, pipe.layout_.format_task_index, pipe.config.train.negative_sampling_rate)
+
+        def run() -> None:
+            with torch.no_grad():
+                module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids)
+    else:
+        raise ValueError(f"backend must be 'torch' or 'onnx', got '{backend}'")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.no_grad():
-            for _ in range(10):
-                module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids)
-                times.append(time.perf_counter() - t0)
+        for _ in range(10):
+            run()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
     ms = np.array(times) * 1e3
@@ -177,8 +198,8 @@ def prune_sweep(
 
     Returns:
         One row for the unpruned model (index "full") and one per K ("1".."E"): experts kept, ``auc_pr/<format>``
-        and ``delta_auc_pr/<format>`` (pruned − full), and p50 / p99 latency in ms for the mixed and the
-        single-format batch.
+        and ``delta_auc_pr/<format>`` (pruned − full), and p50 / p99 latency in ms (ONNX Runtime and eager
+        PyTorch, 1 thread) for the mixed and the single-format batch.
     """
     assert pipe.model_ is not None and pipe.layout_ is not None
     fmt_col = pipe.config.schema.format
@@ -205,8 +226,11 @@ def prune_sweep(
         for f in full:
             row[f"auc_pr/{f}"] = metrics[f]["auc_pr"]
             row[f"delta_auc_pr/{f}"] = metrics[f]["auc_pr"] - full[f]["auc_pr"]
-        row["mixed_p50_ms"], row["mixed_p99_ms"] = expert_latency_ms(pruned, mixed, repeats)
-        row["single_p50_ms"], row["single_p99_ms"] = expert_latency_ms(pruned, single, repeats)
+        for backend in ("onnx", "torch"):
+            row[f"{backend}_mixed_p50_ms"], row[f"{backend}_mixed_p99_ms"] = expert_latency_ms(
+                pruned, mixed, repeats, backend)
+            row[f"{backend}_single_p50_ms"], row[f"{backend}_single_p99_ms"] = expert_latency_ms(
+                pruned, single, repeats, backend)
         rows.append(row)
     return pd.DataFrame(rows).set_index("top_k")
 

@@ -108,3 +108,14 @@ def test_cli_prune_writes_artifact_and_reports_auc_pr_change(fitted, b04_rows, t
     bad = subprocess.run([sys.executable, "-m", "camoe", "prune", str(folder), "--top-k", "9"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "top_k must be in [1, 4]" in bad.stderr
+
+
+def test_prune_sweep_reports_every_k_against_the_full_model(fitted, b04_rows) -> None:
+    from camoe.prune import prune_sweep
+
+    table = prune_sweep(fitted, b04_rows, candidates=8, repeats=3)
+    assert list(table.index) == ["full", "1", "2", "3", "4"]
+    assert (table.loc["full", [c for c in table.columns if c.startswith("delta_auc_pr/")]] == 0).all()
+    assert table.loc["1", "experts_kept"] < 4 and table.loc["full", "experts_kept"] == 4
+    assert {"onnx_mixed_p99_ms", "torch_single_p50_ms"} <= set(table.columns)
+    assert (table.filter(like="_ms") > 0).all().all()
