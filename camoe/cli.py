@@ -150,7 +150,7 @@ def _generate_shards(args: argparse.Namespace) -> int:
     total = 0
     for shard in range(args.shards):
         frame = generate_log(cfg, shard=shard, num_shards=args.shards)
-        frame.to_parquet(out / f"part-{shard:05d}.parquet", index=False)
+        frame.to_parquet(out / f"part-{shard:05d}.parquet", index=False, row_group_size=131_072)  # streamable
         total += len(frame)
         del frame
     dt = time.perf_counter() - t0

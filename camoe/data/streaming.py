@@ -10,7 +10,8 @@
   features need no counting, so features with huge vocabularies cost no memory with ``encoding: hash``.
 * ``ParquetBatchStream`` — encoded ``Batch`` objects for training and scoring: record batches (optionally only this
   rank's share) go through a bounded shuffle buffer of ``shuffle_buffer_rows`` rows, in a fragment order drawn per
-  epoch; memory is one buffer plus one record batch, whatever the number of rows.
+  epoch; memory is one buffer plus one decoded Parquet row group (Arrow decodes whole row groups; write files
+  with row groups of ~100k rows, as ``camoe generate --shards`` does), whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def temporal_bounds(
                          f"{dataset.schema.names}. Set schema.timestamp: null and split.method: random for logs "
                          f"without time (random splits are not supported when streaming)")
     lo, hi, n = math.inf, -math.inf, 0
-    for batch in dataset.to_batches(columns=[column], batch_size=read_rows):
+    for batch in dataset.to_batches(columns=[column], batch_size=read_rows, batch_readahead=0, fragment_readahead=0):
         values = timestamp_array(batch, column, source)
         if len(values):
             lo, hi, n = min(lo, float(values.min())), max(hi, float(values.max())), n + len(values)
@@ -134,7 +135,7 @@ def temporal_bounds(
         edges = np.linspace(lo, hi, bins + 1)
         edges[-1] = np.nextafter(hi, np.inf)
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    for batch in dataset.to_batches(columns=[column], batch_size=read_rows):
+    for batch in dataset.to_batches(columns=[column], batch_size=read_rows, batch_readahead=0, fragment_readahead=0):
         counts += np.histogram(timestamp_array(batch, column, source), bins=edges)[0]
     cum = np.cumsum(counts)
 
@@ -335,7 +336,7 @@ class ParquetBatchStream:
         for fragment in fragments:
             scanner = ds.Scanner.from_fragment(
                 fragment, columns=self.columns, filter=self.filter, batch_size=self.config.read_batch_rows,
-                batch_readahead=1, fragment_readahead=1,
+                batch_readahead=0, fragment_readahead=0,  # one decoded row group at a time (memory bound)
             )
             for record_batch in scanner.to_batches():
                 if record_batch.num_rows == 0:
