@@ -123,7 +123,7 @@ def test_csv_row_with_too_few_or_too_many_fields_names_file_and_row(tmp_path: Pa
     lines = CSV.strip().splitlines()
     short = tmp_path / "short.csv"
     short.write_text("\n".join([*lines[:3], "1700000009,u9,a9,audio", *lines[3:]]) + "\n")
-    with pytest.raises(ValueError, match=r"short\.csv: malformed CSV: 1 rows .* row 4: 4 fields, expected 9"):
+    with pytest.raises(ValueError, match=r"short\.csv: malformed CSV: 1 rows .* line 4: 4 fields, expected 9"):
         read_table(short)
     long = tmp_path / "long.csv"
     long.write_text("\n".join([*lines, lines[-1] + ",extra"]) + "\n")

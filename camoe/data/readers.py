@@ -51,8 +51,8 @@ def _check_field_counts(file: Path, sep: str) -> None:
     newlines. Files pyarrow cannot parse (e.g. not UTF-8) are left to pandas and its errors.
 
     Raises:
-        ValueError: names the file, the count of bad rows, and the first ones with their row number (the header is
-            row 1) and field counts.
+        ValueError: names the file, the count of bad rows, and the first ones with their line number (the header is
+            line 1; a quoted value holding a newline counts as one line) and field counts.
     """
     import pyarrow.csv as pacsv
 
@@ -76,7 +76,7 @@ def _check_field_counts(file: Path, sep: str) -> None:
         rows = [(r.number, r.actual_columns, r.expected_columns, r.text) for r in bad[:3]]
         count = len(bad)
         bad.clear()  # drop the pyarrow row objects before raising
-        first = "; ".join(f"row {number}: {actual} fields, expected {expected} ({text[:60]!r})"
+        first = "; ".join(f"line {number}: {actual} fields, expected {expected} ({text[:60]!r})"
                           for number, actual, expected, text in rows)
         raise ValueError(f"{file}: malformed CSV: {count} rows do not have one field per header column; {first}")
 
