@@ -183,8 +183,8 @@ def _numeric_values(col: pd.Series | np.ndarray, column: str, source: str) -> np
     Explicit missing tokens (empty, NaN, inf, None, null, NA, n/a; any case) are missing values.
     """
     if isinstance(col, np.ndarray):
-        if any(isinstance(v, _CONTAINERS) for v in col):
-            kinds = sorted({type(v).__name__ for v in col if isinstance(v, _CONTAINERS)})
+        kinds = sorted(t.__name__ for t in set(map(type, col)) if issubclass(t, _CONTAINERS))
+        if kinds:
             raise ValueError(f"{source}: numeric feature '{column}' holds {kinds} values; expected one number per row")
         try:  # Python numbers / None (a scoring request): one C-level conversion
             return np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
