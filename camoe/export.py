@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from camoe.artifact import write_json
 from camoe.pipeline import CTRPipeline
 
 __all__ = ["OnnxScorer", "ScoringModule", "export_onnx"]
@@ -66,7 +67,8 @@ class ScoringModule(nn.Module):
 
 
 def export_onnx(pipe: CTRPipeline, folder: str | Path, opset: int = 17) -> Path:
-    """Write ``model.onnx`` and ``inputs.json`` into ``folder``.
+    """Write ``model.onnx``, ``inputs.json`` (input layout), ``encoder.json`` (the encoder state that produces the
+    inputs from raw rows) and ``tasks.json`` (formats, tasks, post-hoc calibration) into ``folder``.
 
     Returns:
         Path of ``model.onnx``.
@@ -99,6 +101,10 @@ def export_onnx(pipe: CTRPipeline, folder: str | Path, opset: int = 17) -> Path:
                          "format_ids": list(pipe.layout_.formats)},
               "output": "pctr", "negative_sampling_rate": pipe.config.train.negative_sampling_rate}
     (folder / "inputs.json").write_text(json.dumps(layout, indent=2) + "\n")
+    # the state that turns raw rows into these inputs, and the post-hoc map applied to the output
+    write_json(folder / "encoder.json", pipe.encoder_.state_dict())
+    tasks = {**pipe.layout_.to_dict(), "calibration": pipe.calibration_.to_dict() if pipe.calibration_ else None}
+    write_json(folder / "tasks.json", tasks)
     return path
 
 

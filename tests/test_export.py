@@ -37,3 +37,16 @@ def test_b22_onnx_matches_eager(
         assert onnx.shape == eager.shape and np.isfinite(onnx).all()
         np.testing.assert_allclose(onnx, eager, rtol=0, atol=1e-5)
     assert loaded.last_encoding_.oov_counts["device"] == 1  # same encoder, same OOV handling
+
+
+def test_export_folder_holds_the_encoder_state_and_task_layout(make_config, b04_rows, tmp_path) -> None:
+    import json
+
+    from camoe.data.encoders import FeatureEncoder
+
+    pipe = camoe.CTRPipeline(make_config(train={"epochs": 1})).fit(b04_rows)
+    export_onnx(pipe, tmp_path / "onnx")
+    assert {p.name for p in (tmp_path / "onnx").iterdir()} >= {"model.onnx", "inputs.json", "encoder.json", "tasks.json"}
+    encoder = FeatureEncoder.from_state(pipe.config.schema, json.loads((tmp_path / "onnx" / "encoder.json").read_text()))
+    np.testing.assert_array_equal(encoder.transform(b04_rows).cat_ids, pipe.encoder_.transform(b04_rows).cat_ids)
+    assert json.loads((tmp_path / "onnx" / "tasks.json").read_text())["formats"] == list(pipe.layout_.formats)
