@@ -72,3 +72,11 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     again = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert again["tasks"] == full["tasks"]  # tolerance 0: the resumed run's metrics are identical
+
+
+def test_max_steps_keeps_the_trained_weights_not_the_initial_ones(synthetic_log: pd.DataFrame) -> None:
+    cfg = _config(train={"max_steps": 7})
+    splits = camoe.split_frame(synthetic_log, cfg.data.split, cfg.schema.timestamp)
+    pipe = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"])
+    assert pipe.train_result_.steps == 7
+    assert pipe.train_result_.history[-1]["step"] == 7 and pipe.train_result_.best_step == 7

@@ -403,6 +403,8 @@ def train_model(
                 save_checkpoint(epoch, i + 1, epoch_rng)
             if config.max_steps is not None and step >= config.max_steps:
                 stopped = True
+                if not result.history or result.history[-1]["step"] != step:
+                    evaluate(epoch)  # score the weights reached, so the best kept are not the initial ones
                 break
         if stopped or evaluate(epoch):
             break
