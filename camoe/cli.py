@@ -366,13 +366,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         _print(f"  task {task:12s} calib ratio {before[task]['calibration_ratio']:.3f} -> "
                f"{after[task]['calibration_ratio']:.3f}, ECE {before[task]['ece']:.5f} -> {after[task]['ece']:.5f} "
                f"({source}, {args.method})")
-    out = Path(args.output or args.artifact)
+    out = Path(args.output or f"{str(args.artifact).rstrip('/')}_calibrated")  # never in place unless asked
     _check_output_dir(out)
     metrics = pipe.diagnostics_ and {"gates": pipe.diagnostics_}
     pipe.save(out, metrics={**(metrics or {}), "calibration": {"method": args.method, "fitted_on": source,
                                                                "before": before, "after": after}})
-    _print(f"wrote {out}: scores from it (predict, evaluate, export, serve) apply the {args.method} map; report "
-           f"its test metrics with `camoe evaluate {out}`")
+    _print(f"(the figures above are on the rows the map was fitted on)\nwrote {out}: scores from it (predict, "
+           f"evaluate, export, serve) apply the {args.method} map; judge it on the test split with "
+           f"`camoe evaluate {out}`")
     return 0
 
 
@@ -473,9 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="fit a post-hoc per-task calibration (isotonic or Platt) into an artifact")
     p.add_argument("artifact")
-    p.add_argument("--method", choices=["isotonic", "platt"], default="isotonic")
+    p.add_argument("--method", choices=["platt", "isotonic"], default="platt",
+                   help="platt keeps each task's ranking; isotonic is a step function (ties can lower AUC-PR) "
+                        "(default: %(default)s)")
     p.add_argument("--data", help="labelled rows to fit on (default: the config's validation split)")
-    p.add_argument("--output", help="artifact folder to write (default: update ARTIFACT in place)")
+    p.add_argument("--output", help="artifact folder to write (default: <artifact>_calibrated; give ARTIFACT itself "
+                                    "to update it in place)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("prune", help="inference-time expert masking: keep each task's top experts, drop the rest")
@@ -490,8 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP scoring service for an artifact (FastAPI + uvicorn)")
     p.add_argument("artifact")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=_int_in(0, 65535), default=8000)
-    p.add_argument("--backend", choices=["torch", "onnx"], default="onnx")
+    p.add_argument("--port", type=_int_in(0, 65535), default=8000, help="(default: %(default)s)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="onnx", help="(default: %(default)s)")
     p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000)
     p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000)
     p.set_defaults(func=cmd_serve)

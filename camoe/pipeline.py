@@ -260,7 +260,7 @@ class CTRPipeline:
             p = self.calibration_.apply_matrix(p, self.layout_.tasks)
         return p
 
-    def calibrate(self, frame: pd.DataFrame, method: str = "isotonic", source: str = "valid") -> CTRPipeline:
+    def calibrate(self, frame: pd.DataFrame, method: str = "platt", source: str = "valid") -> CTRPipeline:
         """Fit a post-hoc per-task calibration (``camoe.calibration``) on labelled rows, e.g. the validation split.
 
         It replaces any previous calibration, is saved with the artifact and applies to every later score

@@ -1,7 +1,8 @@
 """HTTP scoring service (FastAPI): one listener's context plus a list of candidate ads of mixed formats.
 
     POST /v1/score     {"context": {feature: value, ...}, "candidates": [{"format": ..., feature: value, ...}, ...]}
-                    -> {"model_version": ..., "scores": [{"format": ..., "task": ..., "pctr": ...}, ...]}
+                    -> {"model_version": ..., "scores": [{"format": ..., "task": ..., "pctr": ...}, ...],
+                        "out_of_vocabulary": {feature: candidates whose value was unseen in training}}
     GET  /healthz      liveness
     GET  /v1/metadata  schema, formats, tasks, version
     GET  /metrics      Prometheus: request count by endpoint and status, latency histogram
@@ -172,7 +173,10 @@ def create_app(
             return _error(422, str(err))
         scores = [{"format": c.format, "task": layout.format_to_task[c.format], "pctr": float(p)}
                   for c, p in zip(body.candidates, pctr)]
-        body_out = json.dumps({"model_version": version, "scores": scores}, allow_nan=False)  # never invalid JSON
+        encoded = pipe.last_encoding_
+        oov = {k: v for k, v in encoded.oov_counts.items() if v} if encoded is not None else {}
+        body_out = json.dumps({"model_version": version, "scores": scores, "out_of_vocabulary": oov},
+                              allow_nan=False)  # never invalid JSON
         return Response(body_out, media_type="application/json")
 
     return app

@@ -77,4 +77,5 @@ def test_cli_calibrate_updates_the_artifact(make_config, b04_rows, tmp_path) -> 
                           str(tmp_path / "valid.csv")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "calib ratio" in out.stdout
-    assert camoe.CTRPipeline.load(folder).calibration_.method == "isotonic"
+    assert camoe.CTRPipeline.load(tmp_path / "model_calibrated").calibration_.method == "isotonic"
+    assert camoe.CTRPipeline.load(folder).calibration_ is None  # the source artifact is left as it was

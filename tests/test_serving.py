@@ -34,6 +34,7 @@ def test_score_happy_path_matches_batch_scoring(client: TestClient, make_config:
     pctr = np.array([s["pctr"] for s in body["scores"]])
     assert np.isfinite(pctr).all() and ((pctr > 0) & (pctr < 1)).all()
     assert body["model_version"].startswith("camoe-")
+    assert body["out_of_vocabulary"] == {"ad_id": 1}  # "zzz_unseen"; user "u1" and the other ads were seen
     # each candidate alone gives the same pCTR: a row's score does not depend on the other candidates
     for cand, expected in zip(CANDIDATES, pctr):
         alone = client.post("/v1/score", json={"context": CONTEXT, "candidates": [cand]}).json()["scores"][0]["pctr"]
