@@ -153,12 +153,22 @@ class GroupedMLP(nn.Module):
         self.out_dim = dims[-1]
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(G, B, in) -> (G, B, out); with ``index`` (G',) int64, only those groups run: (G', B, in) -> (G', B, out)."""
+        """(G, B, in) -> (G, B, out); with ``index`` (G',) int64, only those groups run: (G', B, in) -> (G', B, out).
+
+        A 2-D input (B, in) is shared by every group (experts reading the same x0): the first layer then runs as
+        one (B, in) × (in, G·out) matmul instead of G matmuls over an expanded copy, which is the same math with
+        one large GEMM (and one (B, in) input gradient instead of G summed ones).
+        """
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             if index is not None:
                 w, b = w.index_select(0, index), b.index_select(0, index)
-            x = torch.baddbmm(b, x, w)  # (G, B, out)
+            if x.dim() == 2:  # shared input: one GEMM for all groups
+                groups, d_in, d_out = w.shape
+                flat = torch.addmm(b.reshape(1, groups * d_out), x, w.permute(1, 0, 2).reshape(d_in, groups * d_out))
+                x = flat.view(-1, groups, d_out).transpose(0, 1)  # (G, B, out)
+            else:
+                x = torch.baddbmm(b, x, w)  # (G, B, out)
             if i < n - 1 or self.last_activation:
                 x = self.dropout(torch.relu(x))
         return x
@@ -257,10 +267,7 @@ class ExpertBank(nn.Module):
     def forward(self, x0: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) -> (E, B, H); with ``index`` (E',) int64 only those experts run (inference-time expert masking):
         (B, d) -> (E', B, H)."""
-        if self.cross is not None:
-            x = self.cross(x0, index)
-        else:
-            x = x0.unsqueeze(0).expand(self.num_experts if index is None else index.shape[0], -1, -1)
+        x = self.cross(x0, index) if self.cross is not None else x0  # (E, B, d), or the shared (B, d)
         return self.mlp(x, index)  # (E, B, H)
 
 
