@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import torch
 import camoe
 from camoe.export import OnnxScorer, ScoringModule, export_onnx
 from camoe.prune import prune_pipeline, select_experts
+from camoe.serving import wait_until_healthy
 
 
 HEADERS = {"content-type": "application/json"}
@@ -212,15 +212,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(artifact), "--port", str(port),
                                "--backend", "onnx"], stdout=subprocess.DEVNULL, env={**os.environ})
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise SystemExit("camoe serve did not start") from None
-                time.sleep(0.2)
+        wait_until_healthy(url, server, timeout_s=120)
         body = _request_body(pipe, log.sample(args.candidates, random_state=2))
         asyncio.run(_open_loop(url, body, min(200, args.requests), args.rate))  # warm-up, not reported separately
         asyncio.run(_open_loop(url, body, args.requests, args.rate))

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from camoe.artifact import schema_fingerprint
 from camoe.pipeline import CTRPipeline
 
-__all__ = ["ScoreRequest", "create_app"]
+__all__ = ["ScoreRequest", "create_app", "wait_until_healthy"]
 
 FeatureValue = str | int | float | bool | list[str | int | float | None] | None
 
@@ -46,6 +46,27 @@ class ScoreRequest(BaseModel):
 
     context: dict[str, FeatureValue] = Field(default_factory=dict)  # shared request features (user, device, ...)
     candidates: list[Candidate] = Field(min_length=1)
+
+
+def wait_until_healthy(url: str, process: Any | None = None, timeout_s: float = 60.0) -> None:
+    """Poll ``GET {url}/healthz`` until it answers (e.g. after starting ``camoe serve`` as a subprocess).
+
+    Raises:
+        RuntimeError: the process exited, or no answer within ``timeout_s`` seconds.
+    """
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)
+            return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the scoring service exited with status {process.returncode}") from None
+            if time.time() > deadline:
+                raise RuntimeError(f"{url}/healthz did not answer within {timeout_s:.0f} s") from None
+            time.sleep(0.2)
 
 
 def _error(status: int, detail: Any) -> Response:

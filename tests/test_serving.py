@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import camoe
-from camoe.serving import create_app
+from camoe.serving import create_app, wait_until_healthy
 
 CONTEXT = {"user_id": "u1", "device": "ios", "interests": ["music", "news"], "dwell_sec": 12}
 CANDIDATES = [
@@ -88,7 +88,6 @@ def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_p
     import os
     import subprocess
     import sys
-    import time
     import urllib.request
 
     cfg = config_dict()
@@ -106,14 +105,7 @@ def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_p
     server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
                                "--backend", "torch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "camoe serve did not start"
-                time.sleep(0.2)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
         candidates = []
         for _, row in scoring.iterrows():
             interests = [] if row["interests"] == "" or pd.isna(row["interests"]) else str(row["interests"]).split("|")

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-__all__ = ["expand_paths", "read_table"]
+__all__ = ["check_parquet_files", "expand_paths", "read_table"]
 
 _CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -121,13 +121,19 @@ def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> p
     return frame
 
 
-def _read_parquet(files: list[Path], options: dict[str, Any]) -> pd.DataFrame:
+def check_parquet_files(files: list[Path]) -> list[str]:
+    """Refuse empty or unreadable Parquet files and files whose columns differ from the first one's.
+
+    Returns:
+        The column names of the first file.
+
+    Raises:
+        ValueError: naming the file (and the missing / extra columns).
+    """
     import pyarrow.parquet as pq
 
-    unknown = sorted(set(options) - {"columns"})
-    if unknown:
-        raise ValueError(f"Parquet reader options {unknown} are not supported; accepted: ['columns']")
-    names = None
+    names: list[str] | None = None
+    first = files[0] if files else None
     for file in files:
         if file.stat().st_size == 0:
             raise ValueError(f"{file}: the Parquet file is empty (0 bytes)")
@@ -140,6 +146,14 @@ def _read_parquet(files: list[Path], options: dict[str, Any]) -> pd.DataFrame:
         elif set(file_names) != set(names):
             raise ValueError(f"{file}: columns differ from {first}: missing {sorted(set(names) - set(file_names))}, "
                              f"extra {sorted(set(file_names) - set(names))}")
+    return names or []
+
+
+def _read_parquet(files: list[Path], options: dict[str, Any]) -> pd.DataFrame:
+    unknown = sorted(set(options) - {"columns"})
+    if unknown:
+        raise ValueError(f"Parquet reader options {unknown} are not supported; accepted: ['columns']")
+    check_parquet_files(files)
     try:
         dataset = ds.dataset([str(f) for f in files], format="parquet")
         table = dataset.to_table(columns=options.get("columns"))

@@ -33,6 +33,7 @@ import torch
 from camoe.batch import Batch
 from camoe.config import SchemaConfig, StreamingConfig
 from camoe.data.encoders import FeatureEncoder, _categorical_strings, _column, _numeric_values
+from camoe.data.readers import check_parquet_files
 
 __all__ = ["ParquetBatchStream", "StreamingFit", "count_rows", "open_dataset", "split_filter", "temporal_bounds",
            "timestamp_array"]
@@ -46,21 +47,10 @@ def open_dataset(files: list[Path]) -> ds.Dataset:
     Raises:
         ValueError: naming the file.
     """
-    names, first = None, None
     for file in files:
         if not file.name.endswith((".parquet", ".pq")):
             raise ValueError(f"{file}: streaming reads Parquet only (data.streaming.enabled); convert CSV to Parquet")
-        if file.stat().st_size == 0:
-            raise ValueError(f"{file}: the Parquet file is empty (0 bytes)")
-        try:
-            file_names = pq.read_schema(file).names
-        except Exception as err:  # noqa: BLE001 - any failure means the footer is unreadable
-            raise ValueError(f"{file}: not a readable Parquet file ({err})") from None
-        if names is None:
-            names, first = file_names, file
-        elif set(file_names) != set(names):
-            raise ValueError(f"{file}: columns differ from {first}: missing {sorted(set(names) - set(file_names))}, "
-                             f"extra {sorted(set(file_names) - set(names))}")
+    check_parquet_files(files)
     return ds.dataset([str(f) for f in files], format="parquet")
 
 
