@@ -44,7 +44,7 @@ def expand_paths(path: str | Path) -> list[Path]:
     return files
 
 
-def _check_field_counts(file: Path, sep: str) -> None:
+def _check_field_counts(file: Path, sep: str, width: int) -> None:
     """Refuse rows with fewer (or more) fields than the header, which pandas would pad with NaN silently.
 
     One pass with pyarrow's CSV parser (only the first column is converted and kept); quoted values may hold
@@ -63,14 +63,13 @@ def _check_field_counts(file: Path, sep: str) -> None:
         return "skip"
 
     try:
-        width = len(pd.read_csv(file, nrows=0, sep=sep).columns)
         names = [f"c{i}" for i in range(width)]  # own names: pandas and Arrow name blank header cells differently
         pacsv.read_csv(  # not open_csv: its read-ahead thread can abort the interpreter at exit after a bad row
             file, read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True, invalid_row_handler=on_bad_row),
             convert_options=pacsv.ConvertOptions(include_columns=names[:1], column_types={names[0]: pa.string()}),
         )
-    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+    except (pa.ArrowException, UnicodeDecodeError, OSError):
         return  # pandas reads the file next and reports what it finds
     if bad:
         rows = [(r.number, r.actual_columns, r.expected_columns, r.text) for r in bad[:3]]
@@ -113,7 +112,7 @@ def _read_csv(file: Path, options: dict[str, Any], text_columns: list[str]) -> p
         if text_columns and "dtype" not in options:
             opts["dtype"] = {c: str for c in text_columns if c in names}
         if set(options) <= {"sep"} and len(opts["sep"]) == 1:
-            _check_field_counts(file, opts["sep"])
+            _check_field_counts(file, opts["sep"], len(names))  # names: the header's cells, read once above
         frame = pd.read_csv(file, **opts)
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
     if unnamed and frame[unnamed].isna().all().all():
