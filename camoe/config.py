@@ -189,6 +189,7 @@ class TrainConfig(_Strict):
     negative_sampling_rate: float | None = Field(None, gt=0, le=1)  # w if negatives were kept at rate w
     fused_optimizer: bool = True  # AdamW's fused kernel (one pass over all parameters); False = foreach
     compile: bool = False  # torch.compile the model for training (first steps compile; needs a C++ compiler on CPU)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast of the forward pass (loss and weights fp32)
     finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps
     balanced_sampling: bool = False  # draw each epoch with fixed shares per group (camoe.training.sampling)
     balance_by: str = "modality"  # format attribute that defines the groups, or "format"
@@ -219,7 +220,7 @@ class StreamingConfig(_Strict):
 
     enabled: bool = False  # True: train / evaluate / predict stream data.path (Parquet) instead of loading it
     shuffle_buffer_rows: int = Field(262_144, ge=1)  # rows mixed before batching; 1 = file order
-    read_batch_rows: int = Field(65_536, ge=1)  # rows per Arrow record batch read
+    read_batch_rows: int = Field(16_384, ge=1)  # rows per Arrow record batch read (and converted to pandas)
     max_distinct_values: int = Field(2_000_000, ge=1)  # vocab features: refuse to count more distinct values
     histogram_bins: int = Field(1 << 20, ge=16)  # timestamp histogram for the temporal cut points
 

@@ -6,14 +6,15 @@ streaming pass over the train split, and training, validation, evaluation and sc
 ``ParquetBatchStream``. Under data parallelism (``torchrun``) rank 0 fits the encoder and broadcasts it; each rank
 trains on its own record batches.
 
-Memory: the shuffle buffer, one record batch, the model and the vocabularies while training; validation keeps
-(N_valid, T) logits, labels and task ids (a few bytes per row); the final ``evaluate`` keeps per-row arrays of the
-evaluated split (its per-format tables need them), so its memory grows with the size of that split.
+Memory: the shuffle buffer, one record batch, the model and the vocabularies while training; validation and
+evaluation score one record batch at a time into per-format score histograms (``camoe.evaluation.binned``), so no
+per-row array of a split is kept and memory does not grow with the number of rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from camoe.config import ConfigError, RunConfig, resolve_path
 from camoe.data.readers import expand_paths
 from camoe.data.streaming import (
+    _SCAN_OPTIONS,
     ParquetBatchStream,
     StreamingFit,
     count_rows,
@@ -31,12 +33,16 @@ from camoe.data.streaming import (
     split_filter,
     temporal_bounds,
 )
-from camoe.evaluation.metrics import binary_metrics, evaluate_groups
+from camoe.batch import Batch
+from camoe.evaluation.binned import MANTISSA_BITS, BinnedMetrics
+from camoe.evaluation.metrics import UndefinedMetricWarning, own_task_scores
 from camoe.grouping import build_task_layout
 from camoe.model import build_model
 from camoe.pipeline import CTRPipeline, _format_names, _labels
 from camoe.training.distributed import DistContext
 from camoe.training.trainer import predict_logits, train_model
+
+SCORE_BATCH_ROWS = 8192  # rows per forward pass when scoring a stream: bounds the activations (eval mode)
 
 __all__ = ["StreamSplits", "evaluate_stream", "fit_stream", "predict_stream", "stream_splits"]
 
@@ -155,17 +161,24 @@ def fit_stream(
     if cfg.train.batch_size % ctx.world_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be a multiple of the {ctx.world_size} ranks")
     train = _stream(pipe, splits, "train", cfg.train.batch_size // ctx.world_size, ctx=ctx, stats=stats)
-    valid = _stream(pipe, splits, "valid", 65536) if splits.rows("valid") else None
+    valid = _stream(pipe, splits, "valid", SCORE_BATCH_ROWS) if splits.rows("valid") else None
     score = None
     if valid is not None:
-        labels, task_ids = _labels_and_tasks(pipe, valid)
+        task_of_format = np.asarray(pipe.layout_.format_task_index)
 
-        def score(logits: np.ndarray) -> tuple[float, dict[str, Any]]:
-            per_task = {}
-            for t, name in enumerate(pipe.layout_.tasks):
-                rows = task_ids == t
-                per_task[name] = binary_metrics(labels[rows], pipe._probabilities(logits[rows, t]),
-                                                name=name, split="valid")["auc_pr"] if rows.any() else float("nan")
+        def score(chunks: Iterator[tuple[Batch, np.ndarray]]) -> tuple[float, dict[str, Any]]:
+            """Mean validation AUC-PR over tasks from score histograms (bounded memory, ``BinnedMetrics``)."""
+            assert pipe.layout_ is not None
+            acc = BinnedMetrics(pipe.layout_.formats)
+            for batch, logits in chunks:
+                assert batch.labels is not None
+                fmt = batch.format_ids.numpy()
+                acc.update(fmt, batch.labels.numpy(), own_task_scores(pipe._probabilities(logits), task_of_format[fmt]),
+                           source="valid split")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)  # a task without clicks scores NaN
+                per_task = {name: acc.metrics([f for f, t in pipe.layout_.format_to_task.items() if t == name],
+                                              name, "valid")["auc_pr"] for name in pipe.layout_.tasks}
             finite = [v for v in per_task.values() if not np.isnan(v)]
             return (float(np.mean(finite)) if finite else float("nan")), {"auc_pr": per_task}
 
@@ -181,52 +194,48 @@ def fit_stream(
     return pipe
 
 
-def _labels_and_tasks(pipe: CTRPipeline, stream: ParquetBatchStream) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) labels and (N,) task index of every row of a scoring stream, in its file order."""
-    assert pipe.layout_ is not None
-    task_of_format = torch.as_tensor(pipe.layout_.format_task_index)
-    labels, tasks = [], []
-    for batch in stream.batches(None):
-        assert batch.labels is not None
-        labels.append(batch.labels.numpy())
-        tasks.append(task_of_format[batch.format_ids].numpy().astype(np.int16))
-    return np.concatenate(labels), np.concatenate(tasks)
-
-
 def evaluate_stream(pipe: CTRPipeline, splits: StreamSplits, split: str) -> dict[str, Any]:
-    """Per-format / per-task / per-modality metrics of one streamed split (as ``CTRPipeline.evaluate``).
+    """Per-format / per-task / per-modality metrics of one streamed split (the tables of ``CTRPipeline.evaluate``).
 
-    Keeps per row only the (T,) logits, the label, a short format code and the true probability: format names are
-    replaced by their index for the metric tables and mapped back in the result (full names would cost ~100 bytes
-    per row as a NumPy string array).
+    Memory does not grow with the split: each record batch is scored and added to per-format score histograms
+    (``camoe.evaluation.binned.BinnedMetrics``), so ranking metrics and ECE see pCTR at a relative precision of
+    2^-12; counts, CTR, mean pCTR, calibration ratio, log loss and NE are exact.
+
+    Returns:
+        ``evaluate_groups`` output plus ``split``, ``oov`` (rows mapped to OOV per feature) and ``metric_precision``.
+
+    Raises:
+        ValueError: rows that fail validation, non-finite scores, or true probabilities outside [0, 1] (naming the
+            split and file).
     """
     assert pipe.model_ is not None and pipe.layout_ is not None
-    stream = _stream(pipe, splits, split, 65536)
-    logits = predict_logits(pipe.model_, stream)
-    labels, codes, true_prob = [], [], []
+    stream = _stream(pipe, splits, split, SCORE_BATCH_ROWS)
+    source = f"{split} split of {pipe.config.data.path}"
     tp_col = pipe.config.schema.true_prob
+    acc = BinnedMetrics(pipe.layout_.formats, with_true_prob=bool(tp_col and tp_col in stream.columns))
+    task_of_format = np.asarray(pipe.layout_.format_task_index)
+    oov: dict[str, int] = {}
     for frame in stream.frames():
-        labels.append(_labels(frame, pipe.config.schema.label, split))
-        codes.append(pipe.layout_.format_index(_format_names(frame, pipe.config.schema.format, split)).astype(np.int16))
-        if tp_col and tp_col in frame.columns:
-            true_prob.append(pd.to_numeric(frame[tp_col], errors="coerce").to_numpy(np.float64))
-    names = list(pipe.layout_.formats)
-    code_of = {name: str(i) for i, name in enumerate(names)}
-    layout, attrs = pipe.layout_, pipe.format_attributes_
-    # warnings about a format's slice name its index in ``layout_.formats``
-    result = evaluate_groups(
-        np.concatenate(labels), pipe._probabilities(logits), np.concatenate(codes).astype(str),
-        {code_of[f]: t for f, t in layout.format_to_task.items()}, layout.tasks,
-        true_prob=np.concatenate(true_prob) if true_prob else None, split=split,
-        group_attributes={code_of[f]: a for f, a in attrs.items() if f in code_of},
-    )
-    result["formats"] = {names[int(code)]: m for code, m in result["formats"].items()}
+        batch = stream.encode(frame)
+        assert batch.labels is not None
+        for name, count in (pipe.last_encoding_.oov_counts if pipe.last_encoding_ is not None else {}).items():
+            oov[name] = oov.get(name, 0) + int(count)
+        fmt = batch.format_ids.numpy()
+        logits = predict_logits(pipe.model_, batch, SCORE_BATCH_ROWS)  # (n, T)
+        own = own_task_scores(pipe._probabilities(logits), task_of_format[fmt])  # (n,)
+        pipe.check_finite_scores(own, batch, source)
+        acc.update(fmt, batch.labels.numpy(), own, pipe._true_prob(frame, source) if acc.true_counts is not None
+                   else None, source=source)
+    result = acc.evaluate(pipe.layout_.format_to_task, pipe.layout_.tasks, split,
+                          group_attributes=pipe.format_attributes_)
     result["split"] = split
+    result["oov"] = oov
+    result["metric_precision"] = f"score histograms, relative pCTR precision 2^-{MANTISSA_BITS}"
     return result
 
 
 def predict_stream(pipe: CTRPipeline, path: str | Path, output: str | Path, keep: list[str] | None = None,
-                   read_batch_rows: int = 65536) -> tuple[int, dict[str, int]]:
+                   read_batch_rows: int = 16384) -> tuple[int, dict[str, int]]:
     """Score a Parquet file / folder / glob record batch by record batch; write CSV or Parquet incrementally.
 
     Returns:
@@ -247,12 +256,13 @@ def predict_stream(pipe: CTRPipeline, path: str | Path, output: str | Path, keep
     oov: dict[str, int] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        for record_batch in dataset.to_batches(columns=columns, batch_size=read_batch_rows):
+        for record_batch in dataset.to_batches(columns=columns, batch_size=read_batch_rows, batch_readahead=0,
+                                               fragment_readahead=0, fragment_scan_options=_SCAN_OPTIONS):
             frame = record_batch.to_pandas()
             batch = pipe.encode(frame, str(path), labels=False)
             for name, count in (pipe.last_encoding_.oov_counts if pipe.last_encoding_ is not None else {}).items():
                 oov[name] = oov.get(name, 0) + int(count)
-            probs = pipe._probabilities(predict_logits(pipe.model_, batch))  # (n, T)
+            probs = pipe._probabilities(predict_logits(pipe.model_, batch, SCORE_BATCH_ROWS))  # (n, T)
             task = task_of_format[batch.format_ids].numpy()
             pipe.check_finite_scores(np.take_along_axis(probs, task[:, None], axis=1)[:, 0], batch, str(path))
             part = pd.DataFrame({"row": np.arange(written, written + len(frame)),

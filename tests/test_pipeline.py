@@ -382,3 +382,22 @@ def test_synthetic_log_one_epoch_metrics_structure(synthetic_log) -> None:
             assert 0 < m["oracle_auc_pr"] <= 1
     pctr = pipe.predict_proba(splits["test"])
     assert np.isfinite(pctr).all() and ((pctr > 0) & (pctr < 1)).all()
+
+
+def test_bf16_autocast_trains_with_fp32_weights_and_loss_close_to_fp32(synthetic_log) -> None:
+    """train.precision: bf16 runs the forward pass under torch.autocast; weights, loss and scores stay float32."""
+    cfg = {"train": {"epochs": 1, "batch_size": 1024},
+           "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]}}
+    splits = camoe.split_frame(synthetic_log, camoe.load_config(camoe.demo_config_path()).data.split, "ts")
+    results = {}
+    for precision in ("fp32", "bf16"):
+        run = camoe.load_config(camoe.demo_config_path(), {**cfg, "train": {**cfg["train"], "precision": precision}})
+        pipe = camoe.CTRPipeline(run).fit(splits["train"], splits["valid"])
+        assert all(p.dtype == torch.float32 for p in pipe.model_.parameters())
+        pctr = pipe.predict_proba(splits["test"])
+        assert pctr.dtype == np.float64 and np.isfinite(pctr).all()
+        results[precision] = (pipe.train_result_.history[-1]["total"], pctr)
+    assert results["bf16"][0] == pytest.approx(results["fp32"][0], rel=0.05)  # bf16 keeps ~3 significant digits
+    assert not np.array_equal(results["bf16"][1], results["fp32"][1])  # autocast did change the arithmetic
+    with pytest.raises(camoe.ConfigError, match="precision"):
+        camoe.load_config(camoe.demo_config_path(), {"train": {"precision": "fp16"}})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "binary_metrics",
     "evaluate_groups",
     "expected_calibration_error",
+    "group_sections",
     "own_task_scores",
 ]
 
@@ -47,32 +49,45 @@ class UndefinedMetricWarning(UserWarning):
     """A metric is undefined for a slice (e.g. one class only); its value is NaN."""
 
 
-def expected_calibration_error(labels: np.ndarray, pctr: np.ndarray, n_bins: int = 15) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, pctr: np.ndarray, n_bins: int = 15, sample_weight: np.ndarray | None = None
+) -> float:
     """ECE over equal-mass bins of pCTR.
 
     Args:
         labels: (N,) clicks in {0, 1}.
         pctr: (N,) predicted CTR.
         n_bins: number of quantile bins (fewer when pCTR has ties).
+        sample_weight: (N,) non-negative row weights (e.g. counts of identical rows), or None. With weights the
+            bin edges are weighted quantiles (``np.quantile(..., method="inverted_cdf")``).
 
     Returns:
-        Σ_b (n_b / N) |mean(pctr_b) − mean(labels_b)|; NaN for N = 0.
+        Σ_b (n_b / N) |mean(pctr_b) − mean(labels_b)|, n_b and N weighted; NaN for N = 0.
 
     Example:
         >>> round(expected_calibration_error(np.array([1, 0, 0, 0, 0]), np.full(5, 0.1)), 6)
         0.1
+        >>> round(expected_calibration_error(np.array([1, 0]), np.full(2, 0.1), sample_weight=np.array([1, 4])), 6)
+        0.1
     """
-    n = len(labels)
-    if n == 0:
-        return float("nan")
-    edges = np.unique(np.quantile(pctr, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    qs = np.linspace(0, 1, n_bins + 1)[1:-1]
+    if sample_weight is None:
+        if len(labels) == 0:
+            return float("nan")
+        w = np.ones(len(labels))
+        edges = np.unique(np.quantile(pctr, qs))
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.sum() <= 0:
+            return float("nan")
+        edges = np.unique(np.quantile(pctr, qs, weights=w, method="inverted_cdf"))
     bins = np.searchsorted(edges, pctr, side="right")  # (N,) in [0, len(edges)]
-    counts = np.bincount(bins, minlength=len(edges) + 1)
-    sum_p = np.bincount(bins, weights=pctr, minlength=len(edges) + 1)
-    sum_y = np.bincount(bins, weights=labels, minlength=len(edges) + 1)
+    counts = np.bincount(bins, weights=w, minlength=len(edges) + 1)
+    sum_p = np.bincount(bins, weights=w * pctr, minlength=len(edges) + 1)
+    sum_y = np.bincount(bins, weights=w * labels, minlength=len(edges) + 1)
     nonempty = counts > 0
     gap = np.abs(sum_p[nonempty] - sum_y[nonempty]) / counts[nonempty]
-    return float(np.sum(counts[nonempty] / n * gap))
+    return float(np.sum(counts[nonempty] / counts.sum() * gap))
 
 
 def _binary_entropy(rate: float) -> float:
@@ -86,6 +101,7 @@ def binary_metrics(
     pctr: np.ndarray,
     true_prob: np.ndarray | None = None,
     *,
+    sample_weight: np.ndarray | None = None,
     name: str = "all",
     split: str = "eval",
 ) -> dict[str, float]:
@@ -95,6 +111,9 @@ def binary_metrics(
         labels: (N,) clicks in {0, 1}.
         pctr: (N,) predicted CTR in [0, 1].
         true_prob: (N,) true click probability, or None.
+        sample_weight: (N,) non-negative row weights, or None (every row counts once). ``rows`` and ``positives``
+            are then weighted sums; every metric is computed by scikit-learn with these weights (used by
+            ``camoe.evaluation.binned``, where a row stands for the impressions of one score bucket).
         name: slice name (task or format) used in warnings.
         split: split name used in warnings.
 
@@ -102,7 +121,7 @@ def binary_metrics(
         dict with every key of ``METRIC_NAMES`` (NaN where undefined; ``oracle_auc_pr`` NaN without true_prob).
 
     Raises:
-        ValueError: lengths differ, labels outside {0, 1}, or pCTR non-finite.
+        ValueError: lengths differ, labels outside {0, 1}, pCTR non-finite, or weights negative / non-finite.
 
     Example:
         >>> m = binary_metrics(np.array([1, 0, 0, 0]), np.array([0.9, 0.1, 0.2, 0.3]))
@@ -117,41 +136,47 @@ def binary_metrics(
         raise ValueError(f"{name}/{split}: labels must be 0 or 1")
     if not np.isfinite(p).all():
         raise ValueError(f"{name}/{split}: {int((~np.isfinite(p)).sum())} non-finite pCTR values")
-    n, pos = len(y), float(y.sum())
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if w is not None and (w.shape != y.shape or not np.isfinite(w).all() or (w < 0).any()):
+        raise ValueError(f"{name}/{split}: sample_weight must be {y.shape} finite non-negative values")
+    n = float(len(y)) if w is None else float(w.sum())
+    pos = float(y.sum()) if w is None else float(w @ y)
+    sum_p = float(p.sum()) if w is None else float(w @ p)
     nan = float("nan")
     out: dict[str, float] = dict.fromkeys(METRIC_NAMES, nan)
-    out["rows"], out["positives"] = float(n), pos
+    out["rows"], out["positives"] = n, pos
     if n == 0:
         warnings.warn(f"no rows for '{name}' on split '{split}': all metrics NaN", UndefinedMetricWarning, stacklevel=2)
         return out
     ctr = pos / n
-    out["ctr"], out["mean_pctr"] = ctr, float(p.mean())
+    out["ctr"], out["mean_pctr"] = ctr, sum_p / n
     p_clip = np.clip(p, _EPS, 1 - _EPS)
-    out["logloss"] = float(log_loss(y, p_clip, labels=[0, 1]))
+    out["logloss"] = float(log_loss(y, p_clip, labels=[0, 1], sample_weight=w))
     entropy = _binary_entropy(ctr)
     out["ne"] = out["logloss"] / entropy if not math.isnan(entropy) else nan
-    out["ece"] = expected_calibration_error(y, p)
+    out["ece"] = expected_calibration_error(y, p, sample_weight=w)
     one_class = pos == 0 or pos == n
     if pos == 0:
         warnings.warn(
             f"AUC-PR, AUC-ROC, NE and calibration ratio undefined for '{name}' on split '{split}': no positives "
-            f"in {n} rows (NaN)",
+            f"in {n:.0f} rows (NaN)",
             UndefinedMetricWarning,
             stacklevel=2,
         )
     else:
-        out["auc_pr"] = float(average_precision_score(y, p))
-        out["calibration_ratio"] = float(p.sum() / pos)
+        out["auc_pr"] = float(average_precision_score(y, p, sample_weight=w))
+        out["calibration_ratio"] = sum_p / pos
         if true_prob is not None:
-            out["oracle_auc_pr"] = float(average_precision_score(y, np.asarray(true_prob, dtype=np.float64)))
+            out["oracle_auc_pr"] = float(average_precision_score(y, np.asarray(true_prob, dtype=np.float64),
+                                                                 sample_weight=w))
     if one_class and pos == n:
         warnings.warn(
-            f"AUC-ROC and NE undefined for '{name}' on split '{split}': all {n} rows are positive (NaN)",
+            f"AUC-ROC and NE undefined for '{name}' on split '{split}': all {n:.0f} rows are positive (NaN)",
             UndefinedMetricWarning,
             stacklevel=2,
         )
     if not one_class:
-        out["auc_roc"] = float(roc_auc_score(y, p))
+        out["auc_roc"] = float(roc_auc_score(y, p, sample_weight=w))
     return out
 
 
@@ -211,21 +236,48 @@ def evaluate_groups(
     pctr = own_task_scores(task_scores, task_of_format) if len(formats) else np.zeros(0)
     labels = np.asarray(labels)
 
-    def _slice(sel: np.ndarray, name: str) -> dict[str, float]:
+    def _slice(group: list[str], name: str) -> dict[str, float]:
+        sel = np.isin(formats, group)
         tp = None if true_prob is None else np.asarray(true_prob)[sel]
         return binary_metrics(labels[sel], pctr[sel], tp, name=name, split=split)
 
+    return group_sections(set(np.unique(formats)), format_to_task, tasks, _slice, group_attributes,
+                          has_true_prob=true_prob is not None)
+
+
+def group_sections(
+    present: set[str],
+    format_to_task: dict[str, str],
+    tasks: list[str] | tuple[str, ...],
+    metrics_of: Callable[[list[str], str], dict[str, float]],
+    group_attributes: dict[str, dict[str, str]] | None = None,
+    has_true_prob: bool = False,
+) -> dict[str, Any]:
+    """The sections of ``evaluate_groups`` from a function scoring a group of formats.
+
+    Args:
+        present: formats that have rows.
+        format_to_task: format -> task.
+        tasks: the T task names.
+        metrics_of: (formats of the group, group name) -> ``binary_metrics`` dict over the rows of those formats,
+            each row scored by its own task's head.
+        group_attributes: format -> attributes; one section per attribute.
+        has_true_prob: whether ``oracle_auc_pr`` can be defined (else its NaN is not listed as skipped).
+
+    Returns:
+        ``{"formats": ..., "tasks": ..., <attribute>: ..., "macro": ...}`` as documented in ``evaluate_groups``.
+    """
     result: dict[str, Any] = {
-        "formats": {f: _slice(formats == f, f) for f in format_to_task if (formats == f).any()},
-        "tasks": {t: _slice(task_of_format == i, t) for i, t in enumerate(tasks)},
+        "formats": {f: metrics_of([f], f) for f in format_to_task if f in present},
+        "tasks": {t: metrics_of([f for f, ft in format_to_task.items() if ft == t], t) for t in tasks},
     }
     for attribute in sorted({a for attrs in (group_attributes or {}).values() for a in attrs}):
         value_of = {f: attrs.get(attribute) for f, attrs in (group_attributes or {}).items()}
         section: dict[str, dict[str, float]] = {}
         for value in sorted({v for v in value_of.values() if v is not None}):
-            sel = np.isin(formats, [f for f, v in value_of.items() if v == value])
-            if sel.any():
-                section[value] = _slice(sel, f"{attribute}={value}")
+            group = [f for f, v in value_of.items() if v == value]
+            if present.intersection(group):
+                section[value] = metrics_of(group, f"{attribute}={value}")
         result[attribute] = section
     macro: dict[str, Any] = {}
     skipped: dict[str, list[str]] = {}
@@ -233,7 +285,7 @@ def evaluate_groups(
         values = {t: m[metric] for t, m in result["tasks"].items()}
         macro[metric] = _nanmean(list(values.values()))
         nan_tasks = [t for t, v in values.items() if math.isnan(v)]
-        if nan_tasks and not (metric == "oracle_auc_pr" and true_prob is None):
+        if nan_tasks and not (metric == "oracle_auc_pr" and not has_true_prob):
             skipped[metric] = nan_tasks
     macro["skipped"] = skipped
     result["macro"] = macro

@@ -27,9 +27,9 @@ from camoe.training.distributed import DistContext
 from camoe.training.loss import masked_bce
 from camoe.training.sampling import balanced_order
 
-__all__ = ["BatchStream", "TrainResult", "predict_logits", "train_model"]
+__all__ = ["BatchStream", "TrainResult", "predict_logits", "stream_logits", "train_model"]
 
-ScoreFn = Callable[[np.ndarray], tuple[float, dict[str, Any]]]
+ScoreFn = Callable[[Any], tuple[float, dict[str, Any]]]  # (N, T) logits, or (batch, logits) pairs of a stream
 
 
 @dataclass
@@ -117,10 +117,25 @@ def _epoch_batches(
         yield from train.batches(generator, skip=start)
 
 
-def _valid_logits(model: nn.Module, valid: Batch | BatchStream, ctx: DistContext) -> np.ndarray:
+def stream_logits(model: nn.Module, stream: BatchStream) -> Iterator[tuple[Batch, np.ndarray]]:
+    """Each batch of a scoring stream (file order) with its (n, T) float32 logits, in eval mode.
+
+    Only one batch and its logits are alive at a time, so a consumer that reduces them (e.g. into
+    ``camoe.evaluation.binned.BinnedMetrics``) needs memory independent of the stream's length.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        for part in stream.batches(None):
+            with torch.no_grad():
+                logits = model(part.cat_ids, part.multi_ids, part.dense).logits.float().numpy()
+            yield part, logits
+    finally:
+        model.train(was_training)
+
+
+def _valid_logits(model: nn.Module, valid: Batch, ctx: DistContext) -> np.ndarray:
     """(N, T) validation logits on every rank; in memory each rank scores rows r::P and the parts are gathered."""
-    if not isinstance(valid, Batch):
-        return predict_logits(model, valid)
     if not ctx.enabled:
         return predict_logits(model, valid)
     n = len(valid)
@@ -163,7 +178,9 @@ def train_model(
         tasks: the T task names (for logs and task weights).
         config: optimisation settings.
         valid: encoded validation rows; with ``score_fn`` enables early stopping.
-        score_fn: maps validation logits (N, T) to (score, details); higher is better (mean AUC-PR).
+        score_fn: maps validation logits (N, T) to (score, details); higher is better (mean AUC-PR). When ``valid``
+            is a stream it gets instead an iterator of (batch, (n, T) logits) pairs (``stream_logits``), to reduce
+            with bounded memory.
         progress: show a tqdm bar (rows/s, ETA).
         log: called with each history entry.
         checkpoint_path: where to keep the training checkpoint (model, optimizer, scheduler, RNG states, data
@@ -222,6 +239,7 @@ def train_model(
     if config.compile:
         net = torch.compile(net)
 
+    device_type = next(model.parameters()).device.type
     n = len(train) if isinstance(train, Batch) else train.num_rows
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     scheduler = (
@@ -282,7 +300,10 @@ def train_model(
         part_sums, part_counts = {}, {}
         stop = False
         if valid is not None and score_fn is not None and len(valid):
-            score, details = score_fn(_valid_logits(model, valid, ctx))
+            if isinstance(valid, Batch):
+                score, details = score_fn(_valid_logits(model, valid, ctx))
+            else:  # every rank reduces the whole stream batch by batch (no per-row arrays)
+                score, details = score_fn(stream_logits(model, valid))
             entry["valid_score"], entry["valid"] = score, details
             improved = not math.isnan(score) and (math.isnan(result.best_score) or score > result.best_score)
             if improved or (math.isnan(result.best_score) and result.best_step == 0):
@@ -368,9 +389,10 @@ def train_model(
             else:
                 norm_rows, batch_rows = None, len(batch)
             assert batch is not None and batch.labels is not None
-            out = net(batch.cat_ids, batch.multi_ids, batch.dense)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                out = net(batch.cat_ids, batch.multi_ids, batch.dense)
             row_mask = mask_t[batch.format_ids]  # (B, T)
-            loss = masked_bce(out.logits, batch.labels, row_mask, config.loss_normalisation, weights, log_vars,
+            loss = masked_bce(out.logits.float(), batch.labels, row_mask, config.loss_normalisation, weights, log_vars,
                               norm_rows=norm_rows)
             l2 = torch.zeros(())
             if config.l2_embedding > 0 and out.embeddings is not None:
