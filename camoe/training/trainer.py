@@ -69,6 +69,7 @@ def predict_logits(model: nn.Module, batch: Batch | BatchStream, batch_size: int
         (N, T) float32 logits.
     """
     was_training = model.training
+    device = _device_of(model)
     model.eval()
     chunks = []
     parts = (
@@ -76,11 +77,16 @@ def predict_logits(model: nn.Module, batch: Batch | BatchStream, batch_size: int
         if isinstance(batch, Batch) else batch.batches(None)
     )
     for part in parts:
-        chunks.append(model(part.cat_ids, part.multi_ids, part.dense).logits.float())
+        part = part if device.type == "cpu" else part.to(device)
+        chunks.append(model(part.cat_ids, part.multi_ids, part.dense).logits.float().cpu())
     model.train(was_training)
     if not chunks:
         return np.zeros((0, getattr(model, "num_tasks", 1)), dtype=np.float32)
     return torch.cat(chunks).numpy()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters()), torch.empty(0)).device
 
 
 class BatchStream(Protocol):
@@ -124,11 +130,13 @@ def stream_logits(model: nn.Module, stream: BatchStream) -> Iterator[tuple[Batch
     ``camoe.evaluation.binned.BinnedMetrics``) needs memory independent of the stream's length.
     """
     was_training = model.training
+    device = _device_of(model)
     model.eval()
     try:
         for part in stream.batches(None):
+            on_device = part if device.type == "cpu" else part.to(device)
             with torch.no_grad():
-                logits = model(part.cat_ids, part.multi_ids, part.dense).logits.float().numpy()
+                logits = model(on_device.cat_ids, on_device.multi_ids, on_device.dense).logits.float().cpu().numpy()
             yield part, logits
     finally:
         model.train(was_training)
@@ -229,7 +237,10 @@ def train_model(
     init_bias = getattr(model, "init_output_bias", None)
     if callable(init_bias):
         init_bias(torch.log(ctr / (1 - ctr)))
-    log_vars = nn.Parameter(torch.zeros(len(tasks))) if config.uncertainty_weighting else None
+    device = ctx.device  # cpu, or this rank's GPU under torchrun with nccl; the model returns to the CPU at the end
+    model.to(device)
+    mask_t, weights = mask_t.to(device), weights.to(device)
+    log_vars = nn.Parameter(torch.zeros(len(tasks), device=device)) if config.uncertainty_weighting else None
     params = list(model.parameters()) + ([log_vars] if log_vars is not None else [])
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
                                   fused=config.fused_optimizer or None)
@@ -239,7 +250,7 @@ def train_model(
     if config.compile:
         net = torch.compile(net)
 
-    device_type = next(model.parameters()).device.type
+    device_type = device.type
     n = len(train) if isinstance(train, Batch) else train.num_rows
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     scheduler = (
@@ -344,7 +355,7 @@ def train_model(
     start_epoch, start_batch = 1, 0
     resume_rng: torch.Tensor | None = None
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        ck = torch.load(checkpoint_path, weights_only=True)
+        ck = torch.load(checkpoint_path, weights_only=True, map_location="cpu")  # load_state_dict copies to device
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         if scheduler is not None and ck["scheduler"] is not None:
@@ -375,8 +386,10 @@ def train_model(
         for i in itertools.count(first):
             t0 = time.perf_counter()
             batch = next(batches, None)
+            if batch is not None and device.type != "cpu":
+                batch = batch.to(device)
             if ctx.enabled:  # one all_reduce: does every rank have a batch, global rows, global rows per task
-                counts = torch.zeros(2 + len(tasks))
+                counts = torch.zeros(2 + len(tasks), device=device)
                 if batch is not None:
                     counts[0], counts[1] = 1.0, float(len(batch))
                     counts[2:] = mask_t[batch.format_ids].sum(0)
@@ -394,7 +407,7 @@ def train_model(
             row_mask = mask_t[batch.format_ids]  # (B, T)
             loss = masked_bce(out.logits.float(), batch.labels, row_mask, config.loss_normalisation, weights, log_vars,
                               norm_rows=norm_rows)
-            l2 = torch.zeros(())
+            l2 = torch.zeros((), device=device)
             if config.l2_embedding > 0 and out.embeddings is not None:
                 l2 = config.l2_embedding * out.embeddings.pow(2).sum(dim=-1).mean()
                 has_l2 = True
@@ -435,6 +448,7 @@ def train_model(
     flush()
     bar.close()
     model.load_state_dict(best_state)
+    model.to("cpu")  # artifacts, scoring and export run on the CPU
     model.eval()
     result.steps = step
     result.rows_per_s = rows_seen / train_seconds if train_seconds > 0 else 0.0
