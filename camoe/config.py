@@ -223,6 +223,7 @@ class StreamingConfig(_Strict):
     read_batch_rows: int = Field(16_384, ge=1)  # rows per Arrow record batch read (and converted to pandas)
     max_distinct_values: int = Field(2_000_000, ge=1)  # vocab features: refuse to count more distinct values
     histogram_bins: int = Field(1 << 20, ge=16)  # timestamp histogram for the temporal cut points
+    exact_metrics_max_rows: int = Field(262_144, ge=0)  # larger validation / test splits: pCTR histograms
 
 
 class DataConfig(_Strict):

@@ -118,7 +118,12 @@ def _train_and_evaluate_streaming(
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         if splits.rows(split):
-            metrics[split] = evaluate_stream(pipe, splits, split)
+            try:
+                metrics[split] = evaluate_stream(pipe, splits, split)
+            except ValueError as err:  # bad rows in a split read only now: keep the trained model
+                pipe.save(out)
+                raise ValueError(f"{err}\n(the trained model was saved to {out} before this error; fix the rows and "
+                                 f"run `camoe evaluate {out} --split {split}`)") from None
     assert pipe.train_result_ is not None
     summary = {**metrics.get("test", {}),
                "train": {"rows": getattr(pipe, "train_rows_", None), "best_step": pipe.train_result_.best_step,

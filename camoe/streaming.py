@@ -152,7 +152,7 @@ def fit_stream(
         torch.set_num_threads(cfg.train.num_threads)
     stats = ctx.broadcast(_fit_pass(cfg, splits) if ctx.is_main else None)
     pipe = CTRPipeline(cfg)
-    pipe.format_attributes_ = pipe._resolve_formats(np.array(sorted(stats.format_rows_)))
+    pipe.format_attributes_ = pipe._resolve_formats(np.array([str(f) for f in sorted(stats.format_rows_)], dtype=object))
     try:
         pipe.layout_ = build_task_layout(cfg.grouping, pipe.format_attributes_)
     except ValueError as err:
@@ -169,7 +169,7 @@ def fit_stream(
         def score(chunks: Iterator[tuple[Batch, np.ndarray]]) -> tuple[float, dict[str, Any]]:
             """Mean validation AUC-PR over tasks from score histograms (bounded memory, ``BinnedMetrics``)."""
             assert pipe.layout_ is not None
-            acc = BinnedMetrics(pipe.layout_.formats)
+            acc = BinnedMetrics(pipe.layout_.formats, exact_max_rows=cfg.data.streaming.exact_metrics_max_rows)
             for batch, logits in chunks:
                 assert batch.labels is not None
                 fmt = batch.format_ids.numpy()
@@ -197,9 +197,10 @@ def fit_stream(
 def evaluate_stream(pipe: CTRPipeline, splits: StreamSplits, split: str) -> dict[str, Any]:
     """Per-format / per-task / per-modality metrics of one streamed split (the tables of ``CTRPipeline.evaluate``).
 
-    Memory does not grow with the split: each record batch is scored and added to per-format score histograms
-    (``camoe.evaluation.binned.BinnedMetrics``), so ranking metrics and ECE see pCTR at a relative precision of
-    2^-12; counts, CTR, mean pCTR, calibration ratio, log loss and NE are exact.
+    Memory does not grow with the split: each record batch is scored and added to ``BinnedMetrics``
+    (``camoe.evaluation.binned``), exact up to ``data.streaming.exact_metrics_max_rows`` rows; beyond that ranking
+    metrics and ECE come from per-format pCTR histograms at a relative precision of 2^-12, while counts, CTR, mean
+    pCTR, calibration ratio, log loss and NE stay exact.
 
     Returns:
         ``evaluate_groups`` output plus ``split``, ``oov`` (rows mapped to OOV per feature) and ``metric_precision``.
@@ -212,7 +213,8 @@ def evaluate_stream(pipe: CTRPipeline, splits: StreamSplits, split: str) -> dict
     stream = _stream(pipe, splits, split, SCORE_BATCH_ROWS)
     source = f"{split} split of {pipe.config.data.path}"
     tp_col = pipe.config.schema.true_prob
-    acc = BinnedMetrics(pipe.layout_.formats, with_true_prob=bool(tp_col and tp_col in stream.columns))
+    acc = BinnedMetrics(pipe.layout_.formats, with_true_prob=bool(tp_col and tp_col in stream.columns),
+                        exact_max_rows=pipe.config.data.streaming.exact_metrics_max_rows)
     task_of_format = np.asarray(pipe.layout_.format_task_index)
     oov: dict[str, int] = {}
     for frame in stream.frames():
@@ -224,13 +226,14 @@ def evaluate_stream(pipe: CTRPipeline, splits: StreamSplits, split: str) -> dict
         logits = predict_logits(pipe.model_, batch, SCORE_BATCH_ROWS)  # (n, T)
         own = own_task_scores(pipe._probabilities(logits), task_of_format[fmt])  # (n,)
         pipe.check_finite_scores(own, batch, source)
-        acc.update(fmt, batch.labels.numpy(), own, pipe._true_prob(frame, source) if acc.true_counts is not None
+        acc.update(fmt, batch.labels.numpy(), own, pipe._true_prob(frame, source) if acc.with_true_prob
                    else None, source=source)
     result = acc.evaluate(pipe.layout_.format_to_task, pipe.layout_.tasks, split,
                           group_attributes=pipe.format_attributes_)
     result["split"] = split
     result["oov"] = oov
-    result["metric_precision"] = f"score histograms, relative pCTR precision 2^-{MANTISSA_BITS}"
+    result["metric_precision"] = (f"score histograms, relative pCTR precision 2^-{MANTISSA_BITS}" if acc.binned
+                                  else "exact (per row)")
     return result
 
 
@@ -269,13 +272,15 @@ def predict_stream(pipe: CTRPipeline, path: str | Path, output: str | Path, keep
                                  "format": fmt_names[batch.format_ids.numpy()],
                                  "task": np.array(pipe.layout_.tasks, dtype=object)[task],
                                  "pctr": np.take_along_axis(probs, task[:, None], axis=1)[:, 0]})
-            for col in keep or []:
-                part[col] = frame[col].to_numpy()
-            if out.suffix == ".parquet":
+            if out.suffix == ".parquet":  # kept columns straight from Arrow: their type does not vary by batch
                 table = pa.Table.from_pandas(part, preserve_index=False)
+                for col in keep or []:
+                    table = table.append_column(col, record_batch.column(col))
                 writer = writer or pq.ParquetWriter(out, table.schema)
                 writer.write_table(table)
             else:
+                for col in keep or []:
+                    part[col] = frame[col].to_numpy()
                 part.to_csv(out, mode="a" if written else "w", header=not written, index=False)
             written += len(frame)
     finally:

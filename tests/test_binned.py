@@ -28,8 +28,9 @@ def _log(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return labels, pctr, true_prob, fmt
 
 
-def _binned(labels: np.ndarray, pctr: np.ndarray, true_prob: np.ndarray, fmt: np.ndarray, chunk: int) -> BinnedMetrics:
-    acc = BinnedMetrics(["a", "b", "c"], with_true_prob=True)
+def _binned(labels: np.ndarray, pctr: np.ndarray, true_prob: np.ndarray, fmt: np.ndarray, chunk: int,
+            exact_max_rows: int = 0) -> BinnedMetrics:
+    acc = BinnedMetrics(["a", "b", "c"], with_true_prob=True, exact_max_rows=exact_max_rows)
     for start in range(0, len(labels), chunk):
         part = slice(start, start + chunk)
         acc.update(fmt[part], labels[part], pctr[part], true_prob[part])
@@ -66,16 +67,21 @@ def test_binned_metrics_do_not_depend_on_record_batch_boundaries() -> None:
 
 
 def test_binned_accumulator_memory_does_not_grow_with_rows() -> None:
-    """Peak traced memory over 16 record batches equals that over 2 (same batch size): nothing per row is kept."""
+    """Peak traced memory while adding 16 record batches equals that for 2 (same batch size): nothing per row is
+    kept once binned; computing the metrics needs arrays of at most 2 x NUM_BUCKETS entries, whatever the rows."""
     labels, pctr, true_prob, fmt = _log(16 * 8192, seed=4)
     peaks = []
     for batches in (2, 16):
+        rows = slice(0, batches * 8192)
         tracemalloc.start()
-        acc = _binned(labels[: batches * 8192], pctr[: batches * 8192], true_prob[: batches * 8192],
-                      fmt[: batches * 8192], chunk=8192)
-        acc.metrics(["a", "b", "c"], "all")
+        acc = _binned(labels[rows], pctr[rows], true_prob[rows], fmt[rows], chunk=8192)
         peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        acc.metrics(["a", "b", "c"], "all")
+        metric_bytes = tracemalloc.get_traced_memory()[1] - before
         tracemalloc.stop()
+        assert metric_bytes < 64 * 2 * NUM_BUCKETS, metric_bytes
     assert peaks[1] < 1.05 * peaks[0], peaks
 
 
@@ -103,15 +109,45 @@ def test_binned_tables_match_evaluate_groups_and_keep_undefined_metrics_nan() ->
                     assert binned[section][name][key] == pytest.approx(value, rel=1e-9, abs=1.5e-3), (section, name, key)
 
 
+def test_small_split_is_exact_and_a_large_one_switches_to_histograms() -> None:
+    labels, pctr, true_prob, fmt = _log(30_000, seed=6)
+    names = np.array(["a", "b", "c"])[fmt]
+    f2t = {"a": "audio", "b": "audio", "c": "display"}
+    exact = evaluate_groups(labels, np.column_stack([pctr, pctr]), names, f2t, ("audio", "display"), true_prob=true_prob)
+    small = _binned(labels, pctr, true_prob, fmt, chunk=4096, exact_max_rows=30_000)
+    assert not small.binned and small.evaluate(f2t, ("audio", "display"), "test") == exact  # identical, not close
+    large = _binned(labels, pctr, true_prob, fmt, chunk=4096, exact_max_rows=10_000)  # folds 8,192 kept rows
+    assert large.binned
+    assert (large.counts == _binned(labels, pctr, true_prob, fmt, chunk=4096).counts).all()
+
+
+def test_negative_zero_scores_count_as_zero_not_one() -> None:
+    """-0.0 has the float sign bit set; it must land in the lowest bucket, as 0.0 does (a breaker found this)."""
+    assert score_buckets(np.array([-0.0]))[0] == 0
+    labels, pctr, true_prob, fmt = _log(5_000, seed=8)
+    true_prob[:50] = 0.0
+    signed = true_prob.copy()
+    signed[:50] = -0.0
+    a = _binned(labels, pctr, true_prob, fmt, chunk=1000).metrics(["a", "b", "c"], "all")
+    b = _binned(labels, pctr, signed, fmt, chunk=1000).metrics(["a", "b", "c"], "all")
+    assert a["oracle_auc_pr"] == b["oracle_auc_pr"]
+
+
 def test_binned_update_refuses_bad_values_naming_the_source() -> None:
-    acc = BinnedMetrics(["a"])
+    acc = BinnedMetrics(["a"], exact_max_rows=0)
     with pytest.raises(ValueError, match="valid split: pCTR must be finite"):
         acc.update(np.zeros(2, int), np.array([0, 1]), np.array([0.1, np.nan]), source="valid split")
     with pytest.raises(ValueError, match="labels must be 0 or 1"):
         acc.update(np.zeros(2, int), np.array([0, 2]), np.array([0.1, 0.2]))
-    with pytest.raises(ValueError, match=r"format index outside \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"format ids must be integers in \[0, 1\)"):
         acc.update(np.array([0, 1]), np.array([0, 1]), np.array([0.1, 0.2]))
-    assert acc.counts.sum() == 0  # nothing half-added
+    with pytest.raises(ValueError, match="format ids must be integers"):
+        acc.update(np.array([0.7, 0.2]), np.array([0, 1]), np.array([0.1, 0.2]))
+    with_tp = BinnedMetrics(["a"], with_true_prob=True, exact_max_rows=0)
+    with pytest.raises(ValueError, match="true click probabilities must be finite"):
+        with_tp.update(np.zeros(2, int), np.array([0, 1]), np.array([0.1, 0.2]), np.array([0.1, 1.5]))
+    for checked in (acc, with_tp):  # nothing half-added
+        assert not checked.binned and checked.logloss_sum.sum() == 0
 
 
 def test_evaluate_stream_matches_in_memory_evaluate_on_the_same_rows(tmp_path: Path) -> None:

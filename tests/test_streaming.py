@@ -143,3 +143,41 @@ def test_cli_generate_shards_then_streamed_train_evaluate_predict(tmp_path: Path
     assert len(pctr) == 12_000 and pctr["pctr"].between(0, 1).all() and pctr["row"].is_unique
     in_memory = camoe.CTRPipeline.load(tmp_path / "m").predict_proba(pd.read_parquet(log / "part-00000.parquet"))
     np.testing.assert_allclose(pctr["pctr"].to_numpy()[: len(in_memory)], in_memory, rtol=1e-6)
+
+
+def test_predict_keep_column_whose_pandas_type_changes_between_record_batches(tmp_path: Path) -> None:
+    """--keep takes the column from Arrow: an int column with nulls only in later record batches (int64 in pandas
+    for the first batches, float64 after) used to end Parquet output with a schema error and a truncated file."""
+    log = tmp_path / "log"
+    assert main(["generate", "--rows", "6000", "--shards", "1", "--output", str(log)]) == 0
+    sets = ["--set", f"data.path={log}", "--set", "data.streaming.enabled=true", "--set", "train.epochs=1",
+            "--set", "model.expert_hidden=[8]", "--set", "data.streaming.read_batch_rows=1000"]
+    assert main(["train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 0
+    frame = pd.read_parquet(log)
+    frame["campaign"] = pd.array(np.where(np.arange(len(frame)) < 4000, np.arange(len(frame)), None), dtype="Int64")
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    frame.to_parquet(scored / "part.parquet", index=False)
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(tmp_path / "m"), str(scored), "--output", str(out), "--keep", "campaign"]) == 0
+    pctr = pd.read_parquet(out)
+    assert len(pctr) == 6000 and pctr["campaign"].isna().sum() == 2000
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(out).field("campaign").type == pa.int64()
+
+
+def test_bad_rows_in_the_test_split_keep_the_trained_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Streaming reads the test split only after training: its bad rows must not throw the trained model away."""
+    log = tmp_path / "log"
+    assert main(["generate", "--rows", "6000", "--shards", "1", "--output", str(log)]) == 0
+    frame = pd.read_parquet(log / "part-00000.parquet")
+    frame.loc[frame["ts"].idxmax(), "click"] = np.nan  # the newest row: in the test split
+    frame.to_parquet(log / "part-00000.parquet", index=False)
+    sets = ["--set", f"data.path={log}", "--set", "data.streaming.enabled=true", "--set", "train.epochs=1",
+            "--set", "model.expert_hidden=[8]"]
+    assert main(["train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "test split" in err and "'click'" in err and "trained model was saved to" in err
+    assert camoe.CTRPipeline.load(tmp_path / "m").predict_proba(frame.head(3)).shape == (3,)
