@@ -181,3 +181,13 @@ def test_bad_rows_in_the_test_split_keep_the_trained_model(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "test split" in err and "'click'" in err and "trained model was saved to" in err
     assert camoe.CTRPipeline.load(tmp_path / "m").predict_proba(frame.head(3)).shape == (3,)
+
+
+def test_constant_timestamp_warns_that_valid_and_test_are_empty(tmp_path: Path) -> None:
+    """All rows share one timestamp: they stay together in train; the empty valid / test splits are announced."""
+    frame = camoe.generate_log(camoe.SyntheticConfig(rows=500, seed=0))
+    frame["ts"] = 1_700_000_000
+    frame.to_parquet(tmp_path / "one.parquet", index=False)
+    with pytest.warns(UserWarning, match=r"leaves the valid split empty \(asked for 50 of 500 rows\).*1 distinct"):
+        splits = StreamSplits(_cfg(tmp_path))
+    assert splits.rows("train") == 500 and splits.rows("valid") == 0 and splits.rows("test") == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,9 +141,16 @@ def temporal_bounds(
     if n_valid + n_test == 0:
         return {"train": (None, None), "valid": None, "test": None}
     train_end = cut(n_train)
+    valid_end = cut(n_train + n_valid) if n_test else math.inf
+    below = lambda edge: int(counts[edges[:-1] < edge].sum())  # noqa: E731  rows with timestamp < edge
+    got = {"valid": below(valid_end) - below(train_end), "test": n - below(valid_end)}
+    for name, wanted in (("valid", n_valid), ("test", n_test)):
+        if wanted and not got[name]:
+            warnings.warn(f"{source}: the temporal split leaves the {name} split empty (asked for {wanted} of {n} "
+                          f"rows): rows of one timestamp stay together and only {int((counts > 0).sum())} distinct "
+                          f"timestamp bins hold rows; give explicit data.valid_path / data.test_path", stacklevel=2)
     if n_test == 0:
         return {"train": (None, train_end), "valid": (train_end, None), "test": None}
-    valid_end = cut(n_train + n_valid)
     return {"train": (None, train_end), "valid": (train_end, valid_end) if n_valid else None,
             "test": (valid_end, None)}
 
