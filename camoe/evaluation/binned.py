@@ -166,6 +166,16 @@ class BinnedMetrics:
         if self.true_counts is not None and tp is not None:
             _add_counts(self.true_counts, (fmt * 2 + y) * NUM_BUCKETS + score_buckets(tp))
 
+    def _joined_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """The kept rows as one part (joined once, then reused by every group's metrics)."""
+        if len(self._rows) != 1:
+            parts = self._rows or [(np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(0),
+                                    np.zeros(0) if self.with_true_prob else None)]
+            self._rows = [(np.concatenate([r[0] for r in parts]), np.concatenate([r[1] for r in parts]),
+                           np.concatenate([r[2] for r in parts]),
+                           np.concatenate([r[3] for r in parts]) if self.with_true_prob else None)]  # type: ignore[misc]
+        return self._rows[0]
+
     def metrics(self, formats: list[str], name: str, split: str = "eval") -> dict[str, float]:
         """``binary_metrics`` of the rows of ``formats`` (each scored by its own task's head).
 
@@ -174,13 +184,9 @@ class BinnedMetrics:
         wanted = set(formats)
         idx = [i for i, f in enumerate(self.formats) if f in wanted]
         if not self.binned:
-            fmt = np.concatenate([r[0] for r in self._rows]) if self._rows else np.zeros(0, np.int32)
+            fmt, y, p, tp = self._joined_rows()
             sel = np.isin(fmt, idx)
-            y = np.concatenate([r[1] for r in self._rows])[sel] if self._rows else np.zeros(0)
-            p = np.concatenate([r[2] for r in self._rows])[sel] if self._rows else np.zeros(0)
-            tp = (np.concatenate([r[3] for r in self._rows])[sel] if self._rows else np.zeros(0)) \
-                if self.with_true_prob else None
-            return binary_metrics(y, p, tp, name=name, split=split)
+            return binary_metrics(y[sel], p[sel], None if tp is None else tp[sel], name=name, split=split)
         assert self.counts is not None and self.sum_pctr is not None
         counts = _sum_rows(self.counts, idx)  # (2, NUM_BUCKETS)
         total = counts.sum(axis=0)
@@ -212,8 +218,7 @@ class BinnedMetrics:
             assert self.counts is not None
             present = {f for i, f in enumerate(self.formats) if self.counts[i].any()}
         else:
-            seen = np.unique(np.concatenate([r[0] for r in self._rows])) if self._rows else []
-            present = {self.formats[i] for i in seen}
+            present = {self.formats[i] for i in np.unique(self._joined_rows()[0])}
         return group_sections(present, format_to_task, tasks, lambda group, name: self.metrics(group, name, split),
                               group_attributes, has_true_prob=self.with_true_prob)
 
