@@ -10,22 +10,13 @@ Quick start (see the README for a runnable version)::
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
-__version__ = "0.1.0"
-
-from camoe.config import ConfigError, RunConfig, load_config  # noqa: E402
-from camoe.data.readers import read_table  # noqa: E402
-from camoe.data.split import split_frame  # noqa: E402
-from camoe.data.synthetic import SyntheticConfig, generate_log  # noqa: E402
-from camoe.pipeline import CTRPipeline, correct_downsampling  # noqa: E402
-from camoe.run import load_splits, train_and_evaluate  # noqa: E402
-
-
-def demo_config_path() -> Path:
-    """Path of the packaged demo config (``camoe/configs/synthetic.yaml``)."""
-    return Path(str(resources.files("camoe") / "configs" / "synthetic.yaml"))
+from camoe.config import ConfigError, RunConfig, demo_config_path, load_config
+from camoe.data.readers import read_table
+from camoe.data.split import split_frame
+from camoe.data.synthetic import SyntheticConfig, generate_log
+from camoe.pipeline import CTRPipeline, correct_downsampling
+from camoe.run import load_splits, train_and_evaluate
+from camoe.version import __version__
 
 
 __all__ = [

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["ArtifactError", "ArtifactParts", "load_artifact", "save_artifact", "schema_fingerprint", "write_json"]
+from camoe.files import atomic_path, write_json
+from camoe.version import __version__
+
+__all__ = ["ArtifactError", "ArtifactParts", "load_artifact", "save_artifact", "schema_fingerprint"]
 
 WEIGHTS = "model.safetensors"
 REQUIRED = (WEIGHTS, "config.json", "encoder.json", "tasks.json")
@@ -54,27 +55,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename). NaN is written as null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-    os.replace(tmp, path)
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
 def schema_fingerprint(encoder_state: dict[str, Any]) -> str:
     """SHA-256 of the feature specs and input layout (what a model's weights are tied to)."""
     key = json.dumps({"features": encoder_state["features"], "input_spec": encoder_state["input_spec"]}, sort_keys=True)
@@ -95,14 +75,10 @@ def save_artifact(
     Returns:
         The folder path.
     """
-    from camoe import __version__
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".weights.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp)
-    os.replace(tmp, folder / WEIGHTS)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp))
     files = {"config.json": config, "encoder.json": encoder, "tasks.json": tasks}
     if metrics is not None:
         files["metrics.json"] = metrics

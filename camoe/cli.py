@@ -204,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from camoe.artifact import write_json
+    from camoe.files import write_json
     from camoe.evaluation.report import format_table
     from camoe.pipeline import CTRPipeline
     from camoe.run import load_splits, read_for_config
@@ -524,7 +524,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
 
 
 def _version() -> str:
-    from camoe import __version__
+    from camoe.version import __version__
 
     return f"camoe {__version__}"
 

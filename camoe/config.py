@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,7 @@ __all__ = [
     "StreamingConfig",
     "TrainConfig",
     "deep_merge",
+    "demo_config_path",
     "load_config",
 ]
 
@@ -365,3 +367,8 @@ def resolve_path(cfg: RunConfig, path: str) -> Path:
     if config_dir is not None and (Path(config_dir) / p).exists():
         return Path(config_dir) / p
     return p
+
+
+def demo_config_path() -> Path:
+    """Path of the packaged demo config (``camoe/configs/synthetic.yaml``)."""
+    return Path(str(resources.files("camoe") / "configs" / "synthetic.yaml"))

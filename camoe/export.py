@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from camoe.artifact import write_json
+from camoe.files import write_json
 from camoe.pipeline import CTRPipeline
 
 __all__ = ["OnnxScorer", "ScoringModule", "export_onnx"]

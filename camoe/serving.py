@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from camoe.artifact import schema_fingerprint
+from camoe.version import __version__
 from camoe.pipeline import CTRPipeline
 
 __all__ = ["ScoreRequest", "create_app", "wait_until_healthy"]
@@ -96,8 +97,6 @@ def create_app(
     feature_names = {f.name for f in schema.features}
     known_formats = set(layout.formats)
     score_fn = (scorer or pipe).predict_proba
-    from camoe import __version__
-
     version = f"camoe-{__version__}+schema.{schema_fingerprint(pipe.encoder_.state_dict())[:12]}"
     registry = CollectorRegistry()
     requests = Counter("camoe_requests", "HTTP requests", ["endpoint", "status"], registry=registry)

@@ -15,8 +15,6 @@ interrupted grid continues where it stopped.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -28,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from camoe.config import RunConfig, resolve_path
+from camoe.files import write_json
 from camoe.experiments.spec import (
     ConfigurationSpec,
     ExperimentConfig,
@@ -136,12 +135,6 @@ def _eval_data(splits: dict[str, pd.DataFrame], base: RunConfig) -> EvalData:
     return out
 
 
-def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def _fit(cfg: RunConfig, train: pd.DataFrame, valid: pd.DataFrame) -> Any:
     from camoe.pipeline import CTRPipeline
 
@@ -202,7 +195,7 @@ def execute_run(run: RunSpec, splits: dict[str, pd.DataFrame], run_dir: Path) ->
         "ablation": conf.ablation, "training": conf.training, "seed": run.seed, "seconds": seconds,
         "format_to_task": format_to_task, "config": cfg.to_dict(), "train": info,
     }
-    _atomic_json(run_dir / "run.json", payload)
+    write_json(run_dir / "run.json", payload, default=str)
     return payload
 
 

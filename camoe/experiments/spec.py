@@ -35,7 +35,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from camoe.config import ConfigError, RunConfig, deep_merge, format_validation_error, load_config
+from camoe.config import ConfigError, RunConfig, deep_merge, demo_config_path, format_validation_error, load_config
+from camoe.version import __version__
 
 __all__ = [
     "ConfigurationSpec",
@@ -198,8 +199,6 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
 
 def _run_config_path(exp: ExperimentConfig, folder: Path | None) -> Path:
     if exp.run_config == "demo":
-        from camoe import demo_config_path
-
         return demo_config_path()
     path = Path(exp.run_config)
     if not path.is_absolute() and folder is not None:
@@ -250,8 +249,6 @@ def expand_configurations(
 def run_key(config: RunConfig, training: str, data_id: dict[str, Any]) -> str:
     """16-hex-digit SHA-256 of the resolved run config (output_dir and data path left out), the training mode,
     the data identity and the camoe version. Equal keys = the same run."""
-    from camoe import __version__
-
     cfg = config.to_dict()
     cfg.pop("output_dir", None)
     cfg.pop("data", None)
