@@ -28,7 +28,8 @@ from camoe.artifact import ArtifactError, load_artifact, save_artifact
 from camoe.batch import Batch
 from camoe.calibration import PosthocCalibration
 from camoe.config import ConfigError, RunConfig
-from camoe.data.encoders import EncodedFeatures, FeatureEncoder, _categorical_strings, _column, _columns_of
+from camoe.data.columns import format_names as _format_names, label_values as _labels
+from camoe.data.encoders import EncodedFeatures, FeatureEncoder
 from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_pairs
 from camoe.evaluation.metrics import evaluate_groups
 from camoe.grouping import TaskLayout, build_task_layout
@@ -55,30 +56,6 @@ def correct_downsampling(p: np.ndarray, rate: float) -> np.ndarray:
         raise ValueError(f"negative sampling rate must be in (0, 1], got {rate}")
     p = np.asarray(p, dtype=np.float64)
     return p / (p + (1.0 - p) / rate)
-
-
-def _labels(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    if column not in frame.columns:
-        raise ValueError(f"{source}: label column '{column}' not found (schema.label); columns: {list(frame.columns)}")
-    raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isin(values, (0.0, 1.0))
-    if bad.any():
-        counts = raw[bad].astype(object).where(raw[bad].notna(), "<missing>").astype(str).value_counts().head(5).to_dict()
-        raise ValueError(
-            f"{source}: label column '{column}' must hold 0 or 1; {int(bad.sum())} rows hold other values "
-            f"(value: rows) {counts}"
-        )
-    return values.astype(np.float32)
-
-
-def _format_names(frame: pd.DataFrame | Mapping[str, Sequence[Any]], column: str, source: str) -> np.ndarray:
-    if column not in _columns_of(frame):
-        raise ValueError(f"{source}: format column '{column}' not found (schema.format); columns: {_columns_of(frame)}")
-    names, missing = _categorical_strings(_column(frame, column))
-    if missing.any():
-        raise ValueError(f"{source}: format column '{column}' is empty in {int(missing.sum())} rows; every impression needs its ad format")
-    return names
 
 
 class CTRPipeline:

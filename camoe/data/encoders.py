@@ -29,21 +29,31 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
-from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from camoe.config import FeatureSpec, SchemaConfig
+from camoe.data.columns import (
+    Rows,
+    categorical_strings,
+    category_value,
+    column,
+    columns_of,
+    num_rows,
+    numeric_values,
+)
 from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 
-__all__ = ["EncodedFeatures", "FeatureEncoder", "stable_hash"]
+__all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "stable_hash"]
 
 _SMALL = 4096  # inputs up to this many values take the per-value lookups (scoring requests)
-_HASH_KEY = "camoe-hash-v1.0."  # 16 bytes; changing it changes every hashed id
+HASH_KEY = "camoe-hash-v1.0."  # 16 bytes; changing it changes every hashed id
 
 
 def stable_hash(values: np.ndarray, buckets: int) -> np.ndarray:
@@ -59,164 +69,8 @@ def stable_hash(values: np.ndarray, buckets: int) -> np.ndarray:
     Returns:
         (N,) int64 bucket ids in [0, buckets).
     """
-    hashed = pd.util.hash_array(np.asarray(values, dtype=object), hash_key=_HASH_KEY, categorize=True)
+    hashed = pd.util.hash_array(np.asarray(values, dtype=object), hash_key=HASH_KEY, categorize=True)
     return (hashed % np.uint64(buckets)).astype(np.int64)
-
-
-def _column(frame: Any, name: str) -> pd.Series | np.ndarray:
-    """Column ``name`` of a DataFrame or of a mapping {column: sequence of values}.
-
-    Typed pandas columns stay Series (vectorised pandas / Arrow string kernels, fast on millions of rows); object
-    columns and plain sequences (JSON values in the scoring service, list cells) become 1-D object arrays handled
-    value by value with the same rules, which is fast on the few hundred rows of a scoring request.
-    """
-    col = frame[name]
-    if isinstance(col, pd.Series):
-        if col.dtype != object:
-            return col
-        col = col.to_numpy(dtype=object)
-    if isinstance(col, np.ndarray) and col.dtype == object and col.ndim == 1:
-        return col
-    values = list(col)
-    try:
-        out = np.array(values, dtype=object)
-        if out.shape == (len(values),):
-            return out
-    except ValueError:  # e.g. cells that are arrays of different shapes
-        pass
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):  # element-wise: equal-length list cells must not become a 2-D array
-        out[i] = v
-    return out
-
-
-def _num_rows(frame: Any) -> int:
-    if isinstance(frame, pd.DataFrame):
-        return len(frame)
-    return len(next(iter(frame.values()))) if len(frame) else 0
-
-
-def _columns_of(frame: Any) -> list[str]:
-    return [str(c) for c in (frame.columns if isinstance(frame, pd.DataFrame) else frame.keys())]
-
-
-def _category_value(v: Any) -> str:
-    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text).
-
-    Raises:
-        TypeError: a list, dict or array where one value is expected.
-    """
-    kind = type(v)
-    if kind is str:
-        return v.strip()
-    if kind is int:
-        return str(v)
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, _CONTAINERS):
-        raise TypeError(f"expected one value per row, got a {type(v).__name__}")
-    if v is None or v is pd.NA or v is pd.NaT:
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if not np.isfinite(f):
-            return ""
-        return str(int(f)) if f.is_integer() and abs(f) < 2**63 else str(f)
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return str(v).strip()
-
-
-def _categorical_strings(
-    col: pd.Series | np.ndarray, column: str = "value", source: str = "data"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised value strings and the missing mask of a categorical column.
-
-    Rules (the same for typed columns and Python values): text is stripped; None / NaN / NA / inf / blank text is
-    missing; integral floats print as integers (3.0 -> "3", as a CSV integer column with gaps reads); bools print
-    as "True" / "False".
-
-    Returns:
-        (N,) object array of strings ("" where missing), (N,) bool missing mask.
-
-    Raises:
-        ValueError: a list / dict / array where one value is expected (names ``column`` and ``source``).
-    """
-    if isinstance(col, np.ndarray):
-        # text (the common case) is stripped inline; other values take the full rule
-        try:
-            strs = np.array([v.strip() if type(v) is str else _category_value(v) for v in col], dtype=object)
-        except TypeError as err:
-            raise ValueError(f"{source}: feature '{column}': {err}") from None
-        if not len(col):
-            strs = np.zeros(0, dtype=object)
-        return strs, strs == ""
-    if pd.api.types.is_float_dtype(col.dtype):
-        arr = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        finite = np.isfinite(arr)
-        out = np.full(arr.shape, "", dtype=object)
-        integral = finite & (arr == np.round(arr)) & (np.abs(arr) < 2**63)
-        out[integral] = arr[integral].astype(np.int64).astype(str)
-        other = finite & ~integral
-        out[other] = [str(float(x)) for x in arr[other]]
-        return out, ~finite
-    if pd.api.types.is_bool_dtype(col.dtype):
-        missing = col.isna().to_numpy()
-        strs = col.astype(str).to_numpy(dtype=object)
-        strs[missing] = ""
-        return strs, missing
-    stripped = col.astype("string").str.strip()
-    missing = (stripped.isna() | (stripped == "").fillna(True)).to_numpy(dtype=bool)
-    return stripped.fillna("").to_numpy(dtype=object), missing
-
-
-_MISSING_TOKENS = ["nan", "inf", "-inf", "+inf", "infinity", "-infinity", "none", "null", "na", "n/a"]
-_CONTAINERS = (list, tuple, dict, set, np.ndarray)
-
-
-def _numeric_values(col: pd.Series | np.ndarray, column: str, source: str) -> np.ndarray:
-    """Cast a column to float64 (NaN where missing); text that is not a number, a list where one number is
-    expected, or a number beyond float64 (e.g. "1e400", a 400-digit integer) raises naming the column.
-
-    Explicit missing tokens (empty, NaN, inf, None, null, NA, n/a; any case) are missing values.
-    """
-    if isinstance(col, np.ndarray):
-        kinds = sorted(t.__name__ for t in set(map(type, col)) if issubclass(t, _CONTAINERS))
-        if kinds:
-            raise ValueError(f"{source}: numeric feature '{column}' holds {kinds} values; expected one number per row")
-        try:  # Python numbers / None (a scoring request): one C-level conversion
-            return np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
-        except OverflowError:
-            raise ValueError(
-                f"{source}: numeric feature '{column}' holds an integer beyond the float64 range"
-            ) from None
-        except (TypeError, ValueError):
-            col = pd.Series(col, dtype=object).astype("string")  # text: the vectorised rules and error below
-    if pd.api.types.is_bool_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    if pd.api.types.is_numeric_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    text = col.astype("string").str.strip()
-    converted = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
-    token = text.str.lower().isin(_MISSING_TOKENS).fillna(False)
-    bad = converted.isna() & text.notna() & (text != "") & ~token
-    if bad.any():
-        examples = text[bad].unique()[:5].tolist()
-        raise ValueError(
-            f"{source}: numeric column '{column}' (dtype {col.dtype}) holds non-numeric values {examples} "
-            f"in {int(bad.sum())} rows; expected numbers, or empty / NaN for missing"
-        )
-    values = converted.to_numpy(dtype=np.float64, na_value=np.nan)
-    overflow = np.isinf(values) & ~token.to_numpy(dtype=bool)
-    if overflow.any():
-        examples = text[overflow].unique()[:3].tolist()
-        raise ValueError(
-            f"{source}: numeric column '{column}' holds values beyond the float64 range {examples} in "
-            f"{int(overflow.sum())} rows"
-        )
-    return values
 
 
 @dataclass
@@ -241,6 +95,242 @@ class EncodedFeatures:
         return int(self.cat_ids.shape[0])
 
 
+# ---------------------------------------------------------------------------------------------------- value helpers
+def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Explode a multi-valued column: (row index, position in row, value string), positions < max_len.
+
+    A cell is a separator-joined string or a list of values (a JSON list, a Parquet list column); values are
+    stripped as categorical values are (``category_value``) and blank values dropped, so "a||b", ["a", "", "b"]
+    and "a|b" hold the same two values.
+    """
+    if isinstance(col, np.ndarray):
+        rows: list[int] = []
+        pos: list[int] = []
+        vals: list[str] = []
+        for i, cell in enumerate(col):
+            items = cell if isinstance(cell, (list, tuple, np.ndarray)) else category_value(cell).split(spec.separator)
+            k = 0
+            for item in items:
+                try:
+                    value = item.strip() if type(item) is str else category_value(item)
+                except TypeError as err:
+                    raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
+                if value and k < spec.max_len:
+                    rows.append(i)
+                    pos.append(k)
+                    vals.append(value)
+                    k += 1
+        return np.array(rows, dtype=np.int64), np.array(pos, dtype=np.int64), np.array(vals, dtype=object)
+    text = col.astype("string").fillna("")
+    parts = text.str.split(spec.separator, regex=False)
+    values = parts.explode().astype("string").str.strip()
+    keep = (values != "").fillna(False).to_numpy(dtype=bool)
+    row_ids = np.repeat(np.arange(len(col)), parts.str.len().to_numpy())
+    row_ids, value_arr = row_ids[keep], values.to_numpy(dtype=object)[keep]
+    # position of each value within its row, counting kept values only
+    starts = np.r_[0, np.flatnonzero(np.diff(row_ids)) + 1] if len(row_ids) else np.zeros(0, dtype=np.int64)
+    position = np.arange(len(row_ids)) - np.repeat(starts, np.diff(np.r_[starts, len(row_ids)]))
+    inside = position < spec.max_len
+    return row_ids[inside], position[inside], value_arr[inside]
+
+
+def _transform_raw(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
+    """Numeric values before standardisation: NaN for missing / non-finite, then ``log`` = sign(x)·log1p(|x|)."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    if spec.transform == "log":
+        return np.sign(x) * np.log1p(np.abs(x))
+    return x
+
+
+def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> None:
+    """Raise when a ``missing: error`` feature has missing values (a multi-valued cell with no values, e.g. only
+    separators, counts as missing)."""
+    if spec.missing == "error" and n_missing:
+        raise ValueError(
+            f"{source}: feature '{spec.name}' has {n_missing} missing values (NaN/empty) and its schema says "
+            f"missing: error"
+        )
+
+
+def _check_columns(features: list[FeatureSpec], rows: Rows, source: str) -> None:
+    present = columns_of(rows)
+    missing = [f.name for f in features if f.name not in present]
+    if missing:
+        raise ValueError(f"{source}: missing feature column(s) {missing}; columns present: {present}")
+
+
+# ---------------------------------------------------------------------------------------------------- fitting
+_MANTISSA = 26  # split of a 53-bit integer mantissa into hi / lo halves whose products fit in int64 sums
+_MASK_26, _MASK_27 = (1 << 26) - 1, (1 << 27) - 1
+
+
+def _split27(values: np.ndarray, starts: np.ndarray) -> list[int]:
+    """Exact per-group sums of int64 values |v| < 2^55 (groups start at ``starts``): Σ(v >> 27)·2^27 + Σ(v & mask)."""
+    high = np.add.reduceat(values >> 27, starts)
+    low = np.add.reduceat(values & _MASK_27, starts)
+    return [(int(h) << 27) + int(lo) for h, lo in zip(high, low)]
+
+
+class _ExactMoments:
+    """Count, min, max and the exact sums Σx and Σx² of finite float64 values.
+
+    The sums are Python integers in units of 2^-1126 (Σx) and 2^-2252 (Σx²), accumulated without rounding, so the
+    mean and standard deviation computed from them are the same for any order or chunking of the values: an
+    encoder fitted on a frame in memory and one fitted record batch by record batch hold identical statistics.
+
+    Each x = m · 2^s · 2^-1126 with m the 53-bit integer mantissa (``np.frexp``) and s >= 0; values are grouped by s
+    and the mantissas (and their squares, split into 26/27-bit halves) are summed in int64 without overflow.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sum = 0
+        self.sum_sq = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        self.n += len(x)
+        self.min, self.max = min(self.min, float(x.min())), max(self.max, float(x.max()))
+        frac, exp = np.frexp(x)
+        mant = np.ldexp(frac, 53).astype(np.int64)  # exact: x = mant · 2^(exp - 53), |mant| < 2^53
+        shift = (exp + 1073).astype(np.int16)  # >= 0 for every finite float64
+        order = np.argsort(shift, kind="stable")  # radix sort on int16
+        shift, mant = shift[order], mant[order]
+        starts = np.flatnonzero(np.r_[True, shift[1:] != shift[:-1]])
+        hi, lo = mant >> _MANTISSA, mant & _MASK_26  # mant = hi·2^26 + lo, |hi| <= 2^27, 0 <= lo < 2^26
+        sum_hi, sum_lo = np.add.reduceat(hi, starts), np.add.reduceat(lo, starts)
+        sq_hh, sq_hl, sq_ll = _split27(hi * hi, starts), _split27(hi * lo, starts), _split27(lo * lo, starts)
+        for g, s in enumerate(shift[starts].tolist()):
+            self.sum += ((int(sum_hi[g]) << _MANTISSA) + int(sum_lo[g])) << s
+            square = (sq_hh[g] << (2 * _MANTISSA)) + (sq_hl[g] << (_MANTISSA + 1)) + sq_ll[g]  # Σ mant²
+            self.sum_sq += square << (2 * s)
+
+    def mean(self) -> float:
+        return float(Fraction(self.sum, self.n << 1126)) if self.n else 0.0
+
+    def std(self) -> float:
+        """Population standard deviation (1.0 for fewer than 2 values or a constant column)."""
+        if self.n < 2:
+            return 1.0
+        variance = Fraction(self.sum_sq * self.n - self.sum * self.sum, (self.n * self.n) << 2252)
+        std = math.sqrt(float(variance))
+        return std if std > 1e-12 else 1.0
+
+
+class EncoderFit:
+    """The one way an encoder is fitted: statistics accumulated chunk by chunk over the training rows.
+
+    ``FeatureEncoder.fit`` feeds it one frame; a streamed fit feeds it record batch after record batch. Counts and
+    exact moment sums do not depend on how the rows are chunked, so both give the same encoder state.
+
+    Args:
+        schema: the features to fit.
+        max_distinct_values: refuse a ``vocab`` feature with more distinct values than this (use ``hash``); None =
+            no limit.
+
+    Example:
+        >>> schema = SchemaConfig(features=[{"name": "device", "type": "categorical"},
+        ...                                 {"name": "bid", "type": "numeric"}])
+        >>> fit = EncoderFit(schema)
+        >>> fit.add(pd.DataFrame({"device": ["ios", "web"], "bid": [1.0, 2.0]}))
+        >>> fit.add(pd.DataFrame({"device": ["ios"], "bid": [3.0]}))
+        >>> enc = fit.encoder()
+        >>> enc.vocab_["device"], enc.mean_["bid"]
+        (['ios', 'web'], 2.0)
+    """
+
+    def __init__(self, schema: SchemaConfig, max_distinct_values: int | None = None) -> None:
+        self.schema = schema
+        self.features = list(schema.features)
+        self.max_distinct_values = max_distinct_values
+        self.rows = 0
+        self.counts_: dict[str, pd.Series] = {}
+        self.moments_: dict[str, _ExactMoments] = {f.name: _ExactMoments() for f in self.features
+                                                     if f.type == "numeric"}
+
+    def add(self, rows: Rows, source: str = "train") -> None:
+        """Count one chunk of training rows.
+
+        Raises:
+            ValueError: a feature column is missing, a numeric column holds text, a feature with ``missing: error``
+                has missing values, or a vocab feature exceeds ``max_distinct_values``.
+        """
+        _check_columns(self.features, rows, source)
+        n = num_rows(rows)
+        self.rows += n
+        for spec in self.features:
+            col = column(rows, spec.name)
+            if spec.type == "numeric":
+                x = _transform_raw(spec, numeric_values(col, spec.name, source))
+                finite = np.isfinite(x)
+                _check_missing_policy(spec, int((~finite).sum()), source)
+                self.moments_[spec.name].add(x[finite])
+            elif spec.encoding == "vocab":
+                if spec.type == "multi_categorical":
+                    row_ids, _, vals = _split_multi(col, spec)
+                    _check_missing_policy(spec, n - len(np.unique(row_ids)), source)
+                else:
+                    strs, missing = categorical_strings(col, spec.name, source)
+                    _check_missing_policy(spec, int(missing.sum()), source)
+                    vals = strs[~missing]
+                counts = pd.Series(vals, dtype=object).value_counts(sort=False)
+                seen = self.counts_.get(spec.name)
+                self.counts_[spec.name] = counts if seen is None else seen.add(counts, fill_value=0).astype(np.int64)
+                if self.max_distinct_values is not None and len(self.counts_[spec.name]) > self.max_distinct_values:
+                    raise ValueError(
+                        f"{source}: feature '{spec.name}' has more than {self.max_distinct_values:,} distinct values "
+                        f"(data.streaming.max_distinct_values); use encoding: hash with hash_buckets for it, or raise "
+                        f"the limit"
+                    )
+            else:  # hash / identity: nothing to count, but the missing policy holds
+                if spec.type == "categorical":
+                    _check_missing_policy(spec, int(categorical_strings(col, spec.name, source)[1].sum()), source)
+
+    def encoder(self, source: str = "train") -> FeatureEncoder:
+        """The fitted ``FeatureEncoder``.
+
+        Vocabularies keep values seen >= ``min_count`` times (at most ``max_vocab``), most frequent first, ties by
+        value; numeric mean / std are those of the transformed finite values.
+
+        Raises:
+            ValueError: no rows, or numeric statistics that overflow float64.
+        """
+        if self.rows == 0:
+            raise ValueError(f"{source}: no rows to fit the encoder on")
+        enc = FeatureEncoder(self.schema)
+        for spec in self.features:
+            if spec.type == "numeric":
+                m = self.moments_[spec.name]
+                mean, std = m.mean(), m.std()
+                if not (math.isfinite(mean) and math.isfinite(std)):
+                    raise ValueError(f"{source}: numeric feature '{spec.name}' reaches |x| = "
+                                     f"{max(abs(m.min), abs(m.max)):.3g}; its mean / std overflow float64. Use "
+                                     f"transform: log, or fix the values")
+                enc.mean_[spec.name], enc.std_[spec.name] = mean, std
+                enc.fill_[spec.name] = (float(_transform_raw(spec, np.array([spec.fill_value]))[0])
+                                        if spec.fill_value is not None else mean)
+                largest = max(abs(m.min), abs(m.max)) if m.n else 0.0
+                if spec.transform == "none" and largest > 1e3:
+                    warnings.warn(
+                        f"numeric feature '{spec.name}' is not scaled (transform: none) and reaches |x| = "
+                        f"{largest:.3g}; large inputs saturate the network. Use transform: standard or log.",
+                        stacklevel=2,
+                    )
+            elif spec.encoding == "vocab":
+                counts = self.counts_.get(spec.name, pd.Series(dtype=np.int64))
+                kept = counts[counts >= spec.min_count]
+                order = sorted(kept.items(), key=lambda kv: (-kv[1], str(kv[0])))
+                if spec.max_vocab is not None:
+                    order = order[: spec.max_vocab]
+                enc.vocab_[spec.name] = [str(v) for v, _ in order]
+        enc.input_spec_ = enc.build_input_spec()
+        return enc
+
+
+# ---------------------------------------------------------------------------------------------------- encoder
 class FeatureEncoder:
     """Fits vocabularies and numeric statistics on training rows; encodes any rows the same way.
 
@@ -262,7 +352,6 @@ class FeatureEncoder:
         self._index_cache: dict[str, pd.Index] = {}  # feature -> vocabulary index, built on first transform
         self._id_cache: dict[str, dict[str, int]] = {}  # feature -> {value: id}, for small inputs
 
-    # ------------------------------------------------------------------ helpers
     @property
     def cat_specs(self) -> list[FeatureSpec]:
         return [f for f in self.features if f.type == "categorical"]
@@ -284,108 +373,30 @@ class FeatureEncoder:
             return spec.num_ids + NUM_RESERVED
         return len(self.vocab_[spec.name]) + NUM_RESERVED
 
-    def check_columns(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str) -> None:
-        """Raise naming every feature column absent from ``frame`` (columns are matched by name only)."""
-        present = _columns_of(frame)
-        missing = [f.name for f in self.features if f.name not in present]
-        if missing:
-            raise ValueError(f"{source}: missing feature column(s) {missing}; columns present: {present}")
+    def check_columns(self, rows: Rows, source: str) -> None:
+        """Raise naming every feature column absent from ``rows`` (columns are matched by name only)."""
+        _check_columns(self.features, rows, source)
 
-    @staticmethod
-    def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Explode a multi-valued column: (row index, position in row, value string), positions < max_len.
-
-        A cell is a separator-joined string or a list of values (a JSON list, a Parquet list column); values are
-        stripped as categorical values are (``_category_value``) and blank values dropped, so "a||b", ["a", "", "b"]
-        and "a|b" hold the same two values.
-        """
-        if isinstance(col, np.ndarray):
-            rows: list[int] = []
-            pos: list[int] = []
-            vals: list[str] = []
-            for i, cell in enumerate(col):
-                items = cell if isinstance(cell, (list, tuple, np.ndarray)) else _category_value(cell).split(spec.separator)
-                k = 0
-                for item in items:
-                    try:
-                        value = item.strip() if type(item) is str else _category_value(item)
-                    except TypeError as err:
-                        raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
-                    if value and k < spec.max_len:
-                        rows.append(i)
-                        pos.append(k)
-                        vals.append(value)
-                        k += 1
-            return np.array(rows, dtype=np.int64), np.array(pos, dtype=np.int64), np.array(vals, dtype=object)
-        text = col.astype("string").fillna("")
-        parts = text.str.split(spec.separator, regex=False)
-        values = parts.explode().astype("string").str.strip()
-        keep = (values != "").fillna(False).to_numpy(dtype=bool)
-        row_ids = np.repeat(np.arange(len(col)), parts.str.len().to_numpy())
-        row_ids, value_arr = row_ids[keep], values.to_numpy(dtype=object)[keep]
-        # position of each value within its row, counting kept values only
-        starts = np.r_[0, np.flatnonzero(np.diff(row_ids)) + 1] if len(row_ids) else np.zeros(0, dtype=np.int64)
-        position = np.arange(len(row_ids)) - np.repeat(starts, np.diff(np.r_[starts, len(row_ids)]))
-        inside = position < spec.max_len
-        return row_ids[inside], position[inside], value_arr[inside]
-
-    # ------------------------------------------------------------------ fit
-    def fit(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "train") -> FeatureEncoder:
-        """Fit vocabularies and statistics on training rows only.
+    def fit(self, rows: Rows, source: str = "train") -> FeatureEncoder:
+        """Fit vocabularies and statistics on training rows only (``EncoderFit`` with one chunk).
 
         Raises:
             ValueError: a feature column is missing, a numeric column holds text, or a feature with
                 ``missing: error`` has missing values.
         """
-        self.check_columns(frame, source)
-        if _num_rows(frame) == 0:
+        if num_rows(rows) == 0:
+            _check_columns(self.features, rows, source)
             raise ValueError(f"{source}: no rows to fit the encoder on")
+        fit = EncoderFit(self.schema)
+        fit.add(rows, source)
+        fitted = fit.encoder(source)
+        self.vocab_, self.mean_, self.std_, self.fill_ = fitted.vocab_, fitted.mean_, fitted.std_, fitted.fill_
+        self.input_spec_ = fitted.input_spec_
         self._index_cache, self._id_cache = {}, {}
-        for spec in self.features:
-            col = _column(frame, spec.name)
-            if spec.type == "numeric":
-                x = self._transform_raw(spec, _numeric_values(col, spec.name, source))
-                self._check_missing_policy(spec, int((~np.isfinite(x)).sum()), source)
-                finite = np.isfinite(x)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    mean = float(x[finite].mean()) if finite.any() else 0.0
-                    std = float(x[finite].std()) if finite.sum() > 1 else 1.0
-                if not (np.isfinite(mean) and np.isfinite(std)):
-                    raise ValueError(
-                        f"{source}: numeric feature '{spec.name}' reaches |x| = {np.abs(x[finite]).max():.3g}; its "
-                        f"mean / std overflow float64. Use transform: log, or fix the values"
-                    )
-                self.mean_[spec.name] = mean
-                self.std_[spec.name] = std if std > 1e-12 else 1.0
-                if spec.fill_value is not None:
-                    self.fill_[spec.name] = float(self._transform_raw(spec, np.array([spec.fill_value]))[0])
-                else:
-                    self.fill_[spec.name] = mean
-                if spec.transform == "none" and finite.any() and np.abs(x[finite]).max() > 1e3:
-                    warnings.warn(
-                        f"numeric feature '{spec.name}' is not scaled (transform: none) and reaches "
-                        f"|x| = {np.abs(x[finite]).max():.3g}; large inputs saturate the network. "
-                        f"Use transform: standard or log.",
-                        stacklevel=2,
-                    )
-            elif spec.encoding == "vocab":
-                if spec.type == "multi_categorical":
-                    rows, _, vals = self._split_multi(col, spec)
-                    self._check_missing_policy(spec, _num_rows(frame) - len(np.unique(rows)), source)
-                    counts = pd.Series(vals, dtype=object).value_counts(sort=False)
-                else:
-                    strs, missing = _categorical_strings(col, spec.name, source)
-                    self._check_missing_policy(spec, int(missing.sum()), source)
-                    counts = pd.Series(strs[~missing], dtype=object).value_counts(sort=False)
-                counts = counts[counts >= spec.min_count]
-                order = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
-                if spec.max_vocab is not None:
-                    order = order[: spec.max_vocab]
-                self.vocab_[spec.name] = [str(v) for v, _ in order]
-        self.input_spec_ = self._build_input_spec()
         return self
 
-    def _build_input_spec(self) -> InputSpec:
+    def build_input_spec(self) -> InputSpec:
+        """Column order and table sizes of the encoded inputs, from the fitted vocabularies and the schema."""
         dense_names: list[str] = []
         for spec in self.numeric_specs:
             dense_names.append(spec.name)
@@ -400,25 +411,6 @@ class FeatureEncoder:
             dense_features=tuple(dense_names),
             multi_pooling=tuple(f.pooling for f in self.multi_specs),
         )
-
-    @staticmethod
-    def _transform_raw(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
-        x = np.where(np.isfinite(x), x, np.nan)
-        if spec.transform == "log":
-            return np.sign(x) * np.log1p(np.abs(x))
-        return x
-
-    @staticmethod
-    def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> None:
-        """Raise when a ``missing: error`` feature has missing values (a multi-valued cell with no values, e.g.
-        only separators, counts as missing)."""
-        if spec.missing != "error":
-            return
-        if n_missing:
-            raise ValueError(
-                f"{source}: feature '{spec.name}' has {n_missing} missing values (NaN/empty) and its schema says "
-                f"missing: error"
-            )
 
     # ------------------------------------------------------------------ transform
     def _require_fitted(self) -> InputSpec:
@@ -446,7 +438,7 @@ class FeatureEncoder:
         self, spec: FeatureSpec, col: pd.Series | np.ndarray, missing: np.ndarray, source: str
     ) -> np.ndarray:
         assert spec.num_ids is not None
-        raw = _numeric_values(col, spec.name, source)
+        raw = numeric_values(col, spec.name, source)
         ids = np.full(len(col), MISSING_ID, dtype=np.int64)
         present = ~missing
         vals = raw[present]
@@ -464,11 +456,11 @@ class FeatureEncoder:
         ids[present] = np.where(out_of_range, OOV_ID, np.where(out_of_range, 0, vals).astype(np.int64) + NUM_RESERVED)
         return ids
 
-    def transform(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> EncodedFeatures:
+    def transform(self, rows: Rows, source: str = "data") -> EncodedFeatures:
         """Encode rows with the fitted state.
 
         Args:
-            frame: raw rows holding every feature column (extra columns are ignored): a DataFrame, or a mapping
+            rows: raw rows holding every feature column (extra columns are ignored): a DataFrame, or a mapping
                 {column: sequence of N Python values} (the scoring service's form; no DataFrame is built). Both
                 follow the same value rules, so a row scores the same from a file or from a JSON request.
             source: file or split name used in errors.
@@ -482,17 +474,17 @@ class FeatureEncoder:
             RuntimeError: the encoder is not fitted.
         """
         spec_in = self._require_fitted()
-        self.check_columns(frame, source)
-        n = _num_rows(frame)
+        self.check_columns(rows, source)
+        n = num_rows(rows)
         cat = np.zeros((n, spec_in.num_cat), dtype=np.int64)
         multi = np.zeros((n, spec_in.num_multi, spec_in.max_len), dtype=np.int64)
         dense = np.zeros((n, spec_in.num_dense), dtype=np.float32)
         oov: dict[str, int] = {}
         missing_counts: dict[str, int] = {}
         for j, spec in enumerate(self.cat_specs):
-            col = _column(frame, spec.name)
-            strs, missing = _categorical_strings(col, spec.name, source)
-            self._check_missing_policy(spec, int(missing.sum()), source)
+            col = column(rows, spec.name)
+            strs, missing = categorical_strings(col, spec.name, source)
+            _check_missing_policy(spec, int(missing.sum()), source)
             if spec.encoding == "identity":
                 ids = self._encode_identity(spec, col, missing, source)
             else:
@@ -502,25 +494,25 @@ class FeatureEncoder:
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(missing.sum())
         for j, spec in enumerate(self.multi_specs):
-            rows, pos, vals = self._split_multi(_column(frame, spec.name), spec)
-            self._check_missing_policy(spec, n - len(np.unique(rows)), source)
+            row_ids, pos, vals = _split_multi(column(rows, spec.name), spec)
+            _check_missing_policy(spec, n - len(np.unique(row_ids)), source)
             ids = self._encode_strings(spec, vals) if len(vals) else np.zeros(0, dtype=np.int64)
-            multi[rows, j, pos] = ids
+            multi[row_ids, j, pos] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
-            missing_counts[spec.name] = int(n - len(np.unique(rows)))
-        col = 0
+            missing_counts[spec.name] = int(n - len(np.unique(row_ids)))
+        col_index = 0
         for spec in self.numeric_specs:
-            x = self._transform_raw(spec, _numeric_values(_column(frame, spec.name), spec.name, source))
+            x = _transform_raw(spec, numeric_values(column(rows, spec.name), spec.name, source))
             missing = ~np.isfinite(x)
-            self._check_missing_policy(spec, int(missing.sum()), source)
+            _check_missing_policy(spec, int(missing.sum()), source)
             x = np.where(missing, self.fill_[spec.name], x)
             with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is checked and named below
-                dense[:, col] = (x - self.mean_[spec.name]) / self.std_[spec.name]
+                dense[:, col_index] = (x - self.mean_[spec.name]) / self.std_[spec.name]
             missing_counts[spec.name] = int(missing.sum())
-            col += 1
+            col_index += 1
             if spec.missing_indicator:
-                dense[:, col] = missing.astype(np.float32)
-                col += 1
+                dense[:, col_index] = missing.astype(np.float32)
+                col_index += 1
         if not np.isfinite(dense).all():  # e.g. a finite value whose standardised form overflows float32
             bad_col = spec_in.dense_features[int(np.flatnonzero(~np.isfinite(dense).all(axis=0))[0])]
             raise ValueError(f"{source}: numeric feature '{bad_col}' overflows float32 after scaling")
@@ -531,7 +523,7 @@ class FeatureEncoder:
         """JSON-able state: feature specs, vocabularies, numeric statistics, input layout."""
         spec_in = self._require_fitted()
         return {
-            "hash": {"function": "pandas.util.hash_array", "key": _HASH_KEY},
+            "hash": {"function": "pandas.util.hash_array", "key": HASH_KEY},
             "features": [f.model_dump(mode="json") for f in self.features],
             "vocab": self.vocab_,
             "mean": self.mean_,
@@ -554,17 +546,16 @@ class FeatureEncoder:
         changed = sorted(n for n in set(saved) | set(current) if saved.get(n) != current.get(n))
         if changed:
             raise ValueError(f"encoder state does not match the schema: changed features {changed}")
-        if state.get("hash", {}).get("key") != _HASH_KEY:
+        if state.get("hash", {}).get("key") != HASH_KEY:
             raise ValueError("encoder state was written with another hash key; hashed ids would differ")
         enc.vocab_ = {k: list(v) for k, v in state["vocab"].items()}
         enc.mean_ = {k: float(v) for k, v in state["mean"].items()}
         enc.std_ = {k: float(v) for k, v in state["std"].items()}
         enc.fill_ = {k: float(v) for k, v in state["fill"].items()}
-        enc.input_spec_ = enc._build_input_spec()
+        enc.input_spec_ = enc.build_input_spec()
         if enc.input_spec_.to_dict() != state["input_spec"]:
             raise ValueError(
                 f"encoder state is inconsistent: table sizes from the vocabularies {enc.input_spec_.to_dict()} "
                 f"differ from the saved layout {state['input_spec']}"
             )
         return enc
-

@@ -32,7 +32,7 @@ import torch
 
 from camoe.batch import Batch
 from camoe.config import SchemaConfig, StreamingConfig
-from camoe.data.encoders import FeatureEncoder, _categorical_strings, _column, _numeric_values
+from camoe.data.encoders import EncoderFit, FeatureEncoder
 from camoe.data.readers import check_parquet_files
 
 __all__ = ["ParquetBatchStream", "StreamingFit", "count_rows", "open_dataset", "split_filter", "temporal_bounds",
@@ -154,119 +154,21 @@ def temporal_bounds(
             "test": (valid_end, None)}
 
 
-@dataclass
-class _Moments:
-    """Count, mean and sum of squared deviations, merged batch by batch (Chan et al. 1979)."""
+class StreamingFit(EncoderFit):
+    """Temporary: the one encoder fit plus per-format counts (replaced by the row-source fit pass)."""
 
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    max_abs: float = 0.0
+    def __init__(self, schema: SchemaConfig, max_distinct_values: int = 2_000_000) -> None:
+        super().__init__(schema, max_distinct_values)
+        self.format_rows_: dict[str, int] = {}
+        self.format_clicks_: dict[str, float] = {}
 
-    def add(self, x: np.ndarray) -> None:
-        if not len(x):
-            return
-        nb, mb = len(x), float(x.mean())
-        m2b = float(((x - mb) ** 2).sum())
-        delta, total = mb - self.mean, self.n + nb
-        self.mean += delta * nb / total
-        self.m2 += m2b + delta * delta * self.n * nb / total
-        self.n = total
-        self.max_abs = max(self.max_abs, float(np.abs(x).max()))
-
-
-@dataclass
-class StreamingFit:
-    """One pass over training record batches: encoder statistics plus rows / clicks per ad format.
-
-    Args:
-        schema: the run's schema.
-        max_distinct_values: refuse a ``vocab`` feature with more distinct values than this (use ``hash``).
-    """
-
-    schema: SchemaConfig
-    max_distinct_values: int = 2_000_000
-    rows: int = 0
-    counts_: dict[str, dict[str, int]] = field(default_factory=dict)
-    moments_: dict[str, _Moments] = field(default_factory=dict)
-    format_rows_: dict[str, int] = field(default_factory=dict)
-    format_clicks_: dict[str, float] = field(default_factory=dict)
-
-    def add(self, frame: pd.DataFrame, formats: np.ndarray, labels: np.ndarray, source: str) -> None:
-        """Count one batch of training rows (already checked: ``formats`` (N,) names, ``labels`` (N,) in {0, 1})."""
-        enc = FeatureEncoder(self.schema)
-        enc.check_columns(frame, source)
-        self.rows += len(frame)
-        for spec in self.schema.features:
-            col = _column(frame, spec.name)
-            if spec.type == "numeric":
-                x = FeatureEncoder._transform_raw(spec, _numeric_values(col, spec.name, source))
-                finite = np.isfinite(x)
-                FeatureEncoder._check_missing_policy(spec, int((~finite).sum()), source)
-                self.moments_.setdefault(spec.name, _Moments()).add(x[finite])
-            elif spec.encoding == "vocab":
-                if spec.type == "multi_categorical":
-                    rows, _, vals = FeatureEncoder._split_multi(col, spec)
-                    FeatureEncoder._check_missing_policy(spec, len(frame) - len(np.unique(rows)), source)
-                else:
-                    strs, missing = _categorical_strings(col)
-                    FeatureEncoder._check_missing_policy(spec, int(missing.sum()), source)
-                    vals = strs[~missing]
-                table = self.counts_.setdefault(spec.name, {})
-                for value, count in pd.Series(vals, dtype=object).value_counts(sort=False).items():
-                    table[value] = table.get(value, 0) + int(count)
-                if len(table) > self.max_distinct_values:
-                    raise ValueError(
-                        f"{source}: feature '{spec.name}' has more than {self.max_distinct_values:,} distinct values "
-                        f"(data.streaming.max_distinct_values); use encoding: hash with hash_buckets for it, or raise "
-                        f"the limit"
-                    )
+    def add(self, frame, formats, labels, source):  # type: ignore[override]
+        super().add(frame, source)
         names, inverse = np.unique(formats.astype(str), return_inverse=True)
-        rows_per = np.bincount(inverse, minlength=len(names))
-        clicks_per = np.bincount(inverse, weights=labels, minlength=len(names))
-        for name, r, c in zip(names.tolist(), rows_per.tolist(), clicks_per.tolist()):
+        for name, r, c in zip(names.tolist(), np.bincount(inverse, minlength=len(names)).tolist(),
+                              np.bincount(inverse, weights=labels, minlength=len(names)).tolist()):
             self.format_rows_[name] = self.format_rows_.get(name, 0) + r
             self.format_clicks_[name] = self.format_clicks_.get(name, 0.0) + c
-
-    def encoder(self, source: str = "train") -> FeatureEncoder:
-        """The fitted ``FeatureEncoder``: same vocabulary rules as ``FeatureEncoder.fit`` (min_count, max_vocab,
-        most frequent first, ties by value); numeric mean / std of the transformed finite values.
-
-        Raises:
-            ValueError: no rows, or numeric statistics overflow float64.
-        """
-        if self.rows == 0:
-            raise ValueError(f"{source}: no rows to fit the encoder on")
-        enc = FeatureEncoder(self.schema)
-        for spec in self.schema.features:
-            if spec.type == "numeric":
-                m = self.moments_.get(spec.name, _Moments())
-                mean = m.mean if m.n else 0.0
-                std = math.sqrt(m.m2 / m.n) if m.n > 1 else 1.0
-                if not (math.isfinite(mean) and math.isfinite(std)):
-                    raise ValueError(f"{source}: numeric feature '{spec.name}' reaches |x| = {m.max_abs:.3g}; its "
-                                     f"mean / std overflow float64. Use transform: log, or fix the values")
-                enc.mean_[spec.name] = mean
-                enc.std_[spec.name] = std if std > 1e-12 else 1.0
-                enc.fill_[spec.name] = (
-                    float(FeatureEncoder._transform_raw(spec, np.array([spec.fill_value]))[0])
-                    if spec.fill_value is not None else mean
-                )
-            elif spec.encoding == "vocab":
-                kept = [(v, c) for v, c in self.counts_.get(spec.name, {}).items() if c >= spec.min_count]
-                order = sorted(kept, key=lambda kv: (-kv[1], str(kv[0])))
-                if spec.max_vocab is not None:
-                    order = order[: spec.max_vocab]
-                enc.vocab_[spec.name] = [str(v) for v, _ in order]
-        state = {**_state_of(enc), "input_spec": enc._build_input_spec().to_dict()}
-        return FeatureEncoder.from_state(self.schema, state)
-
-
-def _state_of(enc: FeatureEncoder) -> dict[str, Any]:
-    from camoe.data.encoders import _HASH_KEY
-
-    return {"hash": {"key": _HASH_KEY}, "features": [f.model_dump(mode="json") for f in enc.features],
-            "vocab": enc.vocab_, "mean": enc.mean_, "std": enc.std_, "fill": enc.fill_}
 
 
 class ParquetBatchStream:

@@ -1,0 +1,270 @@
+"""Column value rules: how one raw column of a DataFrame, a record batch or a JSON request becomes values.
+
+Every path that reads rows (fitting, training, evaluation, batch scoring, the service, the split) uses these
+functions, so a value means the same thing wherever it arrives. ``rows`` is a DataFrame or a mapping
+{column: sequence of N values} (the service's form).
+
+* categorical values: text is stripped; None / NaN / NA / inf / blank text is missing; integral floats print as
+  integers (3.0 -> "3", as an integer column with gaps reads from CSV); bools print as "True" / "False";
+* numeric values: float64; explicit missing tokens (empty, NaN, inf, None, null, NA, n/a; any case) are missing;
+  text that is not a number, a list where one number is expected, or a number beyond float64 (``1e400``) raises;
+* labels: 0 or 1 only; ad formats: non-empty strings; timestamps: numbers, Arrow/pandas datetimes, or date strings
+  (ISO 8601) as sortable integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Rows",
+    "categorical_strings",
+    "category_value",
+    "column",
+    "columns_of",
+    "format_names",
+    "label_values",
+    "num_rows",
+    "numeric_values",
+    "timestamp_values",
+]
+
+Rows = pd.DataFrame | Mapping[str, Sequence[Any]]
+
+MISSING_TOKENS = ("nan", "inf", "-inf", "+inf", "infinity", "-infinity", "none", "null", "na", "n/a")
+CONTAINERS = (list, tuple, dict, set, np.ndarray)
+
+
+def column(rows: Rows, name: str) -> pd.Series | np.ndarray:
+    """Column ``name`` of a DataFrame or of a mapping {column: sequence of values}.
+
+    Typed pandas columns stay Series (vectorised pandas / Arrow string kernels, fast on millions of rows); object
+    columns and plain sequences (JSON values in the scoring service, list cells) become 1-D object arrays handled
+    value by value with the same rules, which is fast on the few hundred rows of a scoring request.
+    """
+    col = rows[name]
+    if isinstance(col, pd.Series):
+        if col.dtype != object:
+            return col
+        col = col.to_numpy(dtype=object)
+    if isinstance(col, np.ndarray) and col.dtype == object and col.ndim == 1:
+        return col
+    values = list(col)
+    try:
+        out = np.array(values, dtype=object)
+        if out.shape == (len(values),):
+            return out
+    except ValueError:  # e.g. cells that are arrays of different shapes
+        pass
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):  # element-wise: equal-length list cells must not become a 2-D array
+        out[i] = v
+    return out
+
+
+def num_rows(rows: Rows) -> int:
+    """Number of rows of a DataFrame or a {column: values} mapping."""
+    if isinstance(rows, pd.DataFrame):
+        return len(rows)
+    return len(next(iter(rows.values()))) if len(rows) else 0
+
+
+def columns_of(rows: Rows) -> list[str]:
+    """Column names of a DataFrame or a {column: values} mapping."""
+    return [str(c) for c in (rows.columns if isinstance(rows, pd.DataFrame) else rows.keys())]
+
+
+def category_value(v: Any) -> str:
+    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text).
+
+    Raises:
+        TypeError: a list, dict or array where one value is expected.
+
+    Example:
+        >>> [category_value(v) for v in (" ios ", 3.0, 2.5, None, float("nan"), True)]
+        ['ios', '3', '2.5', '', '', 'True']
+    """
+    kind = type(v)
+    if kind is str:
+        return v.strip()
+    if kind is int:
+        return str(v)
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, CONTAINERS):
+        raise TypeError(f"expected one value per row, got a {type(v).__name__}")
+    if v is None or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if not np.isfinite(f):
+            return ""
+        return str(int(f)) if f.is_integer() and abs(f) < 2**63 else str(f)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return str(v).strip()
+
+
+def categorical_strings(
+    col: pd.Series | np.ndarray, name: str = "value", source: str = "data"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised value strings and the missing mask of a categorical column (rules: ``category_value``).
+
+    Returns:
+        (N,) object array of strings ("" where missing), (N,) bool missing mask.
+
+    Raises:
+        ValueError: a list / dict / array where one value is expected (names ``name`` and ``source``).
+    """
+    if isinstance(col, np.ndarray):
+        # text (the common case) is stripped inline; other values take the full rule
+        try:
+            strs = np.array([v.strip() if type(v) is str else category_value(v) for v in col], dtype=object)
+        except TypeError as err:
+            raise ValueError(f"{source}: feature '{name}': {err}") from None
+        if not len(col):
+            strs = np.zeros(0, dtype=object)
+        return strs, strs == ""
+    if pd.api.types.is_float_dtype(col.dtype):
+        arr = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.isfinite(arr)
+        out = np.full(arr.shape, "", dtype=object)
+        integral = finite & (arr == np.round(arr)) & (np.abs(arr) < 2**63)
+        out[integral] = arr[integral].astype(np.int64).astype(str)
+        other = finite & ~integral
+        out[other] = [str(float(x)) for x in arr[other]]
+        return out, ~finite
+    if pd.api.types.is_bool_dtype(col.dtype):
+        missing = col.isna().to_numpy()
+        strs = col.astype(str).to_numpy(dtype=object)
+        strs[missing] = ""
+        return strs, missing
+    stripped = col.astype("string").str.strip()
+    missing = (stripped.isna() | (stripped == "").fillna(True)).to_numpy(dtype=bool)
+    return stripped.fillna("").to_numpy(dtype=object), missing
+
+
+def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.ndarray:
+    """Cast a column to float64 (NaN where missing).
+
+    Raises:
+        ValueError: text that is not a number, a list where one number is expected, or a number beyond float64
+            (e.g. "1e400", a 400-digit integer), naming the column and ``source``.
+    """
+    if isinstance(col, np.ndarray):
+        kinds = sorted(t.__name__ for t in set(map(type, col)) if issubclass(t, CONTAINERS))
+        if kinds:
+            raise ValueError(f"{source}: numeric feature '{name}' holds {kinds} values; expected one number per row")
+        try:  # Python numbers / None (a scoring request): one C-level conversion
+            return np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
+        except OverflowError:
+            raise ValueError(f"{source}: numeric feature '{name}' holds an integer beyond the float64 range") from None
+        except (TypeError, ValueError):
+            col = pd.Series(col, dtype=object).astype("string")  # text: the vectorised rules and error below
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = col.astype("string").str.strip()
+    converted = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
+    token = text.str.lower().isin(MISSING_TOKENS).fillna(False)
+    bad = converted.isna() & text.notna() & (text != "") & ~token
+    if bad.any():
+        examples = text[bad].unique()[:5].tolist()
+        raise ValueError(
+            f"{source}: numeric column '{name}' (dtype {col.dtype}) holds non-numeric values {examples} "
+            f"in {int(bad.sum())} rows; expected numbers, or empty / NaN for missing"
+        )
+    values = converted.to_numpy(dtype=np.float64, na_value=np.nan)
+    overflow = np.isinf(values) & ~token.to_numpy(dtype=bool)
+    if overflow.any():
+        examples = text[overflow].unique()[:3].tolist()
+        raise ValueError(
+            f"{source}: numeric column '{name}' holds values beyond the float64 range {examples} in "
+            f"{int(overflow.sum())} rows"
+        )
+    return values
+
+
+def label_values(rows: Rows, name: str, source: str) -> np.ndarray:
+    """The click column as (N,) float32 in {0, 1}.
+
+    Raises:
+        ValueError: the column is missing, or holds values other than 0 / 1 (with counts of the bad values).
+    """
+    present = columns_of(rows)
+    if name not in present:
+        raise ValueError(f"{source}: label column '{name}' not found (schema.label); columns: {present}")
+    raw = pd.Series(column(rows, name))
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        counts = raw[bad].astype(object).where(raw[bad].notna(), "<missing>").astype(str).value_counts().head(5).to_dict()
+        raise ValueError(
+            f"{source}: label column '{name}' must hold 0 or 1; {int(bad.sum())} rows hold other values "
+            f"(value: rows) {counts}"
+        )
+    return values.astype(np.float32)
+
+
+def format_names(rows: Rows, name: str, source: str) -> np.ndarray:
+    """The ad-format column as (N,) object array of stripped strings.
+
+    Raises:
+        ValueError: the column is missing or empty in some rows.
+    """
+    present = columns_of(rows)
+    if name not in present:
+        raise ValueError(f"{source}: format column '{name}' not found (schema.format); columns: {present}")
+    names, missing = categorical_strings(column(rows, name), name, source)
+    if missing.any():
+        raise ValueError(f"{source}: format column '{name}' is empty in {int(missing.sum())} rows; every impression "
+                         f"needs its ad format")
+    return names
+
+
+def timestamp_values(rows: Rows, name: str, source: str = "data") -> np.ndarray:
+    """Timestamps as sortable numbers: integer columns as int64, float columns as float64, datetimes and date
+    strings (ISO 8601, parsed in UTC) as int64 nanoseconds since the epoch.
+
+    The same rule applies to a whole column and to any slice of it (a record batch), so a split computed from
+    record batches agrees with one computed from the whole frame.
+
+    Raises:
+        ValueError: the column is missing or has missing / unparseable values (with counts and examples).
+    """
+    if name not in columns_of(rows):
+        raise ValueError(
+            f"{source}: timestamp column '{name}' not found (schema.timestamp); columns: {columns_of(rows)}. "
+            f"Set schema.timestamp: null and split.method: random for logs without time."
+        )
+    series = rows[name] if isinstance(rows, pd.DataFrame) else pd.Series(list(rows[name]))
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise ValueError(f"{source}: timestamp column '{name}' holds booleans; expected times")
+    if pd.api.types.is_integer_dtype(dtype):
+        bad = series.isna().to_numpy()
+        values = series.to_numpy(dtype=np.int64, na_value=0)
+    elif pd.api.types.is_numeric_dtype(dtype):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(values)
+    else:
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            parsed = pd.to_datetime(series, utc=True)
+        else:
+            parsed = pd.to_datetime(series.astype("string").str.strip(), utc=True, errors="coerce", format="ISO8601")
+        bad = parsed.isna().to_numpy()
+        values = np.where(bad, 0, parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    if bad.any():
+        examples = series[bad].astype(str).unique()[:5].tolist()
+        raise ValueError(
+            f"{source}: timestamp column '{name}' has {int(bad.sum())} missing or unparseable values, e.g. {examples}; "
+            f"use epoch numbers or one date format (ISO 8601) for every row"
+        )
+    return np.asarray(values)
