@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["PosthocCalibration"]
+__all__ = ["PosthocCalibration", "reliability_points"]
 
 _EPS = 1e-7
 
@@ -123,3 +123,19 @@ class PosthocCalibration:
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PosthocCalibration:
         return cls(state["method"], dict(state["params"]), dict(state.get("fitted_on", {})))
+
+
+def reliability_points(labels: np.ndarray, pctr: np.ndarray, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(mean pCTR, observed CTR) per equal-mass bin, from ``sklearn.calibration.calibration_curve``.
+
+    Returns:
+        (mean predicted (n,), fraction of clicks (n,)), n <= n_bins (bins emptied by ties are dropped); empty arrays
+        when the slice has no rows or one class only.
+    """
+    from sklearn.calibration import calibration_curve
+
+    y = np.asarray(labels)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return np.zeros(0), np.zeros(0)
+    frac, mean_pred = calibration_curve(y, np.asarray(pctr, dtype=np.float64), n_bins=n_bins, strategy="quantile")
+    return mean_pred, frac

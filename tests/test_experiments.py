@@ -14,10 +14,10 @@ import yaml
 
 import camoe
 from camoe.cli import main
+from camoe.calibration import PosthocCalibration
 from camoe.config import ConfigError, ModelConfig
 from camoe.evaluation.metrics import binary_metrics, expected_calibration_error
 from camoe.experiments import (
-    TaskCalibrator,
     bootstrap_ci,
     expand_configurations,
     load_experiment,
@@ -93,15 +93,15 @@ def test_post_hoc_calibration_fitted_on_valid_reduces_ece() -> None:
     valid, test = slice(0, 20_000), slice(20_000, None)
     before = expected_calibration_error(y[test], pctr[test])
     for method in ("isotonic", "platt"):
-        cal = TaskCalibrator(method).fit(pctr[valid], y[valid], task[valid])
-        after = cal.transform(pctr[test], task[test])
-        assert sorted(cal.maps_) == [0, 1] and cal.skipped_ == []
+        cal = PosthocCalibration.fit(method, pctr[valid], y[valid], task[valid], ["t0", "t1"])
+        after = cal.apply(pctr[test], task[test], ["t0", "t1"])
+        assert sorted(cal.params) == ["t0", "t1"]
         assert expected_calibration_error(y[test], after) < 0.4 * before
         for t in (0, 1):
             sel = task[test] == t
             assert after[sel].sum() / y[test][sel].sum() == pytest.approx(1.0, abs=0.15)
     with pytest.raises(ValueError, match="isotonic"):
-        TaskCalibrator("beta")
+        PosthocCalibration.fit("beta", pctr, y, task, ["t0", "t1"])
 
 
 # ----------------------------------------------------------------------------- sampler and baselines

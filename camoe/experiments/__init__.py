@@ -1,7 +1,6 @@
 """Experiments: grids of configurations × seeds, cached by config hash, with statistics, Pareto analysis,
 calibration, gate diagnostics and an HTML / Markdown report (``camoe experiment CONFIG``)."""
 
-from camoe.experiments.calibration import TaskCalibrator, reliability_points
 from camoe.experiments.pareto import dominates, pareto_front
 from camoe.experiments.runner import EvalData, ExperimentOutcome, execute_run, prepare_data, run_experiment
 from camoe.experiments.spec import (
@@ -27,7 +26,6 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentOutcome",
     "RunSpec",
-    "TaskCalibrator",
     "bootstrap_ci",
     "bootstrap_statistic",
     "dominates",
@@ -40,7 +38,6 @@ __all__ = [
     "pareto_front",
     "percentile_interval",
     "prepare_data",
-    "reliability_points",
     "run_experiment",
     "run_key",
 ]

@@ -32,7 +32,7 @@ import pandas as pd
 
 from camoe.evaluation.diagnostics import gate_warnings
 from camoe.evaluation.metrics import binary_metrics
-from camoe.experiments.calibration import TaskCalibrator, reliability_points
+from camoe.calibration import PosthocCalibration, reliability_points
 from camoe.experiments.pareto import pareto_front
 from camoe.experiments.plots import plot_gate_heatmap, plot_pareto_pairs, plot_reliability
 from camoe.experiments.spec import ConfigurationSpec, ExperimentConfig, RunSpec
@@ -150,8 +150,11 @@ def analyse(
         for method in exp.calibration.post_hoc:
             if ok_valid.sum() == 0:
                 continue
-            cal = TaskCalibrator(method).fit(p_valid[ok_valid], y_valid[ok_valid], t_valid[ok_valid])
-            variants[method] = cal.transform(p_test, t_test)
+            tasks = sorted(set(payload["format_to_task"].values()))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # single-class tasks keep their pCTR; the report lists ECE per task
+                cal = PosthocCalibration.fit(method, p_valid[ok_valid], y_valid[ok_valid], t_valid[ok_valid], tasks)
+            variants[method] = cal.apply(p_test, t_test, tasks)
         if first_seed[conf.name] is None:
             first_seed[conf.name] = run.seed
         with warnings.catch_warnings():
