@@ -48,7 +48,7 @@ class ScoringModule(nn.Module):
         self.rate = negative_sampling_rate
         gates = getattr(model, "gates", None)
         # a pruned model (gate_mask): compute only the experts of the tasks present in the batch
-        self.select_experts = getattr(gates, "allowed", None) is not None and getattr(model.config, "gate_mask", None) is not None
+        self.select_experts = getattr(gates, "allowed", None) is not None
         self.num_tasks = int(getattr(model, "num_tasks", 1))
 
     def forward(

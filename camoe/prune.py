@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from camoe.model import build_model
-from camoe.model.camoe import CAMoE
+from camoe.model import MultiTaskMoE
 from camoe.pipeline import CTRPipeline
 
 __all__ = ["expert_latency_ms", "prune_pipeline", "prune_sweep", "select_experts"]
@@ -99,7 +99,7 @@ def prune_pipeline(pipe: CTRPipeline, keep: np.ndarray) -> CTRPipeline:
     if pipe.model_ is None or pipe.layout_ is None or pipe.encoder_ is None or pipe.encoder_.input_spec_ is None:
         raise RuntimeError("prune needs a fitted pipeline (CTRPipeline.load(artifact))")
     model, cfg = pipe.model_, pipe.config
-    if cfg.model.name not in _PRUNABLE or not isinstance(model, CAMoE):
+    if cfg.model.name not in _PRUNABLE or not isinstance(model, MultiTaskMoE):
         raise ValueError(f"model '{cfg.model.name}' cannot be pruned; expert masking applies to {list(_PRUNABLE)}")
     num_tasks, num_experts = model.num_tasks, model.experts.num_experts
     keep = np.asarray(keep, dtype=bool)

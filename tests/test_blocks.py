@@ -10,9 +10,9 @@ import torch
 from camoe.config import ModelConfig
 from camoe.model import (
     MODELS,
-    CAMoE,
     CrossNetV2,
     ExpertBank,
+    MultiTaskMoE,
     FeatureEmbedding,
     GroupedMLP,
     ModelOutput,
@@ -151,7 +151,7 @@ def test_b15_empty_multi_valued_cell_pools_to_zeros(seeded: None) -> None:
 
 
 def test_b15_empty_cell_gives_finite_model_output_and_gradients(seeded: None) -> None:
-    model = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    model = build_model(tiny_model_config(), SPEC, 2)
     cat = torch.tensor([[2, 2], [3, 1]])
     multi = torch.tensor([[[0, 0, 0]], [[2, 3, 0]]])
     out = model(cat, multi, torch.zeros(2, 2))
@@ -169,7 +169,7 @@ def test_feature_embedding_refuses_spec_without_inputs() -> None:
 def test_feature_embedding_dense_only_spec_runs() -> None:
     """B18: only dense features: the model runs on the dense vector."""
     spec = InputSpec((), (), (), (), 1, ("bid_price", "dwell_sec"))
-    model = CAMoE(spec, num_tasks=2, config=tiny_model_config())
+    model = build_model(tiny_model_config(), spec, 2)
     out = model(torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, 1, dtype=torch.long), torch.randn(3, 2))
     assert out.logits.shape == (3, 2)
     assert torch.isfinite(out.logits).all()
@@ -178,7 +178,8 @@ def test_feature_embedding_dense_only_spec_runs() -> None:
 # ----------------------------------------------------------------------------- ExpertBank / TaskGates
 @pytest.mark.parametrize("expert_type", ["dcn", "mlp"])
 def test_expert_bank_shape(seeded: None, expert_type: str) -> None:
-    bank = ExpertBank(IN_DIM, num_experts=3, hidden=[8, 5], expert_type=expert_type)
+    cross = CrossNetV2(IN_DIM, num_layers=2, num_experts=3) if expert_type == "dcn" else None
+    bank = ExpertBank(GroupedMLP(3, IN_DIM, [8, 5]), cross=cross)
     out = bank(torch.randn(7, IN_DIM))
     assert out.shape == (3, 7, 5)
     assert bank.out_dim == 5
@@ -186,9 +187,9 @@ def test_expert_bank_shape(seeded: None, expert_type: str) -> None:
     assert (bank.cross is None) == (expert_type == "mlp")
 
 
-def test_expert_bank_rejects_unknown_type() -> None:
-    with pytest.raises(ValueError, match="expert_type"):
-        ExpertBank(IN_DIM, num_experts=2, hidden=[4], expert_type="transformer")
+def test_expert_bank_refuses_cross_network_and_mlp_of_different_expert_counts() -> None:
+    with pytest.raises(ValueError, match="3 experts, the MLP 2"):
+        ExpertBank(GroupedMLP(2, IN_DIM, [4]), cross=CrossNetV2(IN_DIM, num_layers=1, num_experts=3))
 
 
 def test_task_gates_shape_and_rows_sum_to_one(seeded: None) -> None:
@@ -201,7 +202,7 @@ def test_task_gates_shape_and_rows_sum_to_one(seeded: None) -> None:
 
 # ----------------------------------------------------------------------------- CAMoE assembly
 def test_camoe_output_shapes_and_gates(seeded: None) -> None:
-    model = CAMoE(SPEC, num_tasks=3, config=tiny_model_config())
+    model = build_model(tiny_model_config(), SPEC, 3)
     out = model(*inputs(batch=5))
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (5, 3)
@@ -213,7 +214,7 @@ def test_camoe_output_shapes_and_gates(seeded: None) -> None:
 
 def test_camoe_forward_matches_paper_equations(seeded: None) -> None:
     """logit_t = tower_t(Σ_e g_{t,e} · expert_e(x0)), computed by hand from the blocks."""
-    model = CAMoE(SPEC, num_tasks=2, config=tiny_model_config()).eval()
+    model = build_model(tiny_model_config(), SPEC, 2).eval()
     cat, multi, dense = inputs(batch=4, seed=3)
     out = model(cat, multi, dense)
     x0 = model.embedding(cat, multi, dense)  # (B, d)
@@ -227,25 +228,26 @@ def test_camoe_forward_matches_paper_equations(seeded: None) -> None:
 
 
 def test_camoe_init_output_bias_sets_last_tower_bias() -> None:
-    model = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    model = build_model(tiny_model_config(), SPEC, 2)
     model.init_output_bias(torch.tensor([-3.0, -5.0]))
     assert model.towers.biases[-1].flatten().tolist() == [-3.0, -5.0]
 
 
 def test_build_model_registry() -> None:
-    assert MODELS["camoe"] is CAMoE
-    assert isinstance(build_model(tiny_model_config(), SPEC, 2), CAMoE)
+    model = build_model(tiny_model_config(), SPEC, 2)
+    assert isinstance(model, MultiTaskMoE) and model.experts.cross is not None  # camoe: DCN-v2 experts
+    assert set(MODELS) == {"camoe", "mmoe", "shared_bottom", "cgc", "dnn", "dcn_v2"}
     with pytest.raises(ValueError, match="camoe"):
         build_model(tiny_model_config(name="nope"), SPEC, 2)
 
 
 def test_camoe_rejects_zero_tasks() -> None:
     with pytest.raises(ValueError, match="num_tasks"):
-        CAMoE(SPEC, num_tasks=0, config=tiny_model_config())
+        build_model(tiny_model_config(), SPEC, 0)
 
 
 # ----------------------------------------------------------------------------- B05
-def _expert_tensors(model: CAMoE) -> list[torch.Tensor]:
+def _expert_tensors(model: MultiTaskMoE) -> list[torch.Tensor]:
     """Every per-expert stacked parameter of the expert bank (leading dim E)."""
     bank = model.experts
     tensors = [*bank.cross.weights, *bank.mlp.weights, *bank.mlp.biases]
@@ -262,7 +264,7 @@ def _assert_experts_pairwise_distinct(tensors: list[torch.Tensor], num_experts: 
 
 
 def test_b05_experts_initialised_differently(seeded: None) -> None:
-    model = CAMoE(SPEC, num_tasks=3, config=tiny_model_config(num_experts=3))
+    model = build_model(tiny_model_config(num_experts=3), SPEC, 3)
     _assert_experts_pairwise_distinct(_expert_tensors(model), 3)
     # gates differ per expert too: the gate projection rows of one task are not identical
     w = model.gates.proj.weight.detach().view(3, 3, -1)  # (T, E, d)
@@ -281,11 +283,11 @@ def test_b05_experts_still_distinct_after_one_training_step(make_config, b04_row
 
 def test_b05_different_seeds_give_different_init() -> None:
     torch.manual_seed(1)
-    a = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    a = build_model(tiny_model_config(), SPEC, 2)
     torch.manual_seed(2)
-    b = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    b = build_model(tiny_model_config(), SPEC, 2)
     torch.manual_seed(1)
-    c = CAMoE(SPEC, num_tasks=2, config=tiny_model_config())
+    c = build_model(tiny_model_config(), SPEC, 2)
     assert not torch.equal(a.experts.mlp.weights[0], b.experts.mlp.weights[0])
     for (name, pa), (_, pc) in zip(a.state_dict().items(), c.state_dict().items()):
         assert torch.equal(pa, pc), name

@@ -392,7 +392,7 @@ def test_b10_state_with_inconsistent_table_sizes_is_refused(make_config, b04_row
 def test_b10_model_tables_sized_from_encoder(make_config, b04_rows) -> None:
     pipe = camoe.CTRPipeline(make_config(train={"epochs": 1})).fit(b04_rows)
     spec = pipe.encoder_.input_spec_
-    assert pipe.model_.spec == spec
+    assert pipe.model_.embedding.spec == spec
     assert spec.cat_cardinalities == (8 + NUM_RESERVED, 8 + NUM_RESERVED, 1 + NUM_RESERVED)
     assert pipe.model_.embedding.cat_table.num_embeddings == sum(spec.cat_cardinalities)
 

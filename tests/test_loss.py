@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from camoe.config import ModelConfig
-from camoe.model import CAMoE
+from camoe.model import build_model
 from camoe.schema import InputSpec
 from camoe.training import masked_bce
 
@@ -35,7 +35,7 @@ def _batch(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch
 # ----------------------------------------------------------------------------- gradient isolation
 @pytest.mark.parametrize("normalisation", ["per_task", "global"])
 def test_rows_of_task_a_leave_task_b_tower_gradient_exactly_zero(seeded: None, normalisation: str) -> None:
-    model = CAMoE(SPEC, num_tasks=2, config=CONFIG)
+    model = build_model(CONFIG, SPEC, 2)
     cat, multi, dense, labels = _batch()
     mask = torch.tensor([[1.0, 0.0]]).expand(len(labels), 2)  # every row belongs to task A (index 0)
     out = model(cat, multi, dense)
@@ -141,7 +141,7 @@ def test_masked_bce_rejects_bad_arguments() -> None:
 
 
 def test_b20_sgd_step_on_task_a_rows_leaves_other_towers_unchanged(seeded: None) -> None:
-    model = CAMoE(SPEC, num_tasks=3, config=CONFIG)
+    model = build_model(CONFIG, SPEC, 3)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     cat, multi, dense, labels = _batch(n=2)
     mask = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # display rows only

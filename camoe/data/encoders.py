@@ -171,6 +171,14 @@ def _split27(values: np.ndarray, starts: np.ndarray) -> list[int]:
     return [(int(h) << 27) + int(lo) for h, lo in zip(high, low)]
 
 
+def _to_float(value: Fraction) -> float:
+    """Correctly rounded float of an exact value; +-inf beyond the float64 range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 class _ExactMoments:
     """Count, min, max and the exact sums Σx and Σx² of finite float64 values.
 
@@ -209,14 +217,14 @@ class _ExactMoments:
             self.sum_sq += square << (2 * s)
 
     def mean(self) -> float:
-        return float(Fraction(self.sum, self.n << 1126)) if self.n else 0.0
+        return _to_float(Fraction(self.sum, self.n << 1126)) if self.n else 0.0
 
     def std(self) -> float:
         """Population standard deviation (1.0 for fewer than 2 values or a constant column)."""
         if self.n < 2:
             return 1.0
         variance = Fraction(self.sum_sq * self.n - self.sum * self.sum, (self.n * self.n) << 2252)
-        std = math.sqrt(float(variance))
+        std = math.sqrt(_to_float(variance))
         return std if std > 1e-12 else 1.0
 
 

@@ -187,7 +187,7 @@ class ParquetBatchStream:
             streams (``batches(None)``) read everything in file order.
 
     Example:
-        >>> import tempfile, pyarrow as pa
+        >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
         >>> path = Path(tempfile.mkdtemp()) / "t.parquet"
         >>> pq.write_table(pa.table({"x": np.arange(10.0)}), path)
         >>> def encode(frame):

@@ -150,6 +150,7 @@ class GroupedMLP(nn.Module):
             _init_stacked_linear(w.data, b.data)
         self.dropout = nn.Dropout(dropout)
         self.last_activation = last_activation
+        self.num_groups = num_groups
         self.out_dim = dims[-1]
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,29 +241,30 @@ class CrossNetV2(nn.Module):
 
 
 class ExpertBank(nn.Module):
-    """E shared experts: CrossNetV2 then an MLP (``dcn``), or the MLP alone (``mlp``, the MMoE expert).
+    """E shared experts run together: an optional stacked ``CrossNetV2`` (DCN experts) then a stacked ``GroupedMLP``.
+
+    The expert is injected, not named by a string: ``ExpertBank(GroupedMLP(E, d, hidden))`` is the MMoE expert,
+    ``ExpertBank(GroupedMLP(E, d, hidden), cross=CrossNetV2(d, L, num_experts=E))`` the CAMoE (DCN-v2) expert.
+
+    Args:
+        mlp: E stacked MLPs (``GroupedMLP`` with ``num_groups`` = E, ReLU after the last layer).
+        cross: E stacked cross networks applied to x0 first, or None.
 
     Shape:
-        (B, d) -> (E, B, H) with H = hidden[-1].
+        (B, d) -> (E, B, H) with H = ``mlp.out_dim``.
+
+    Raises:
+        ValueError: ``cross`` and ``mlp`` hold different numbers of experts.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        num_experts: int,
-        hidden: list[int],
-        expert_type: str = "dcn",
-        num_cross_layers: int = 2,
-        low_rank: int | None = None,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, mlp: GroupedMLP, cross: CrossNetV2 | None = None) -> None:
         super().__init__()
-        if expert_type not in ("dcn", "mlp"):
-            raise ValueError(f"expert_type must be 'dcn' or 'mlp', got '{expert_type}'")
-        self.num_experts = num_experts
-        self.cross = CrossNetV2(in_dim, num_cross_layers, low_rank, num_experts) if expert_type == "dcn" else None
-        self.mlp = GroupedMLP(num_experts, in_dim, hidden, dropout, last_activation=True)
-        self.out_dim = self.mlp.out_dim
+        if cross is not None and cross.num_experts != mlp.num_groups:
+            raise ValueError(f"cross network has {cross.num_experts} experts, the MLP {mlp.num_groups}")
+        self.cross = cross
+        self.mlp = mlp
+        self.num_experts = mlp.num_groups
+        self.out_dim = mlp.out_dim
 
     def forward(self, x0: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) -> (E, B, H); with ``index`` (E',) int64 only those experts run (inference-time expert masking):
