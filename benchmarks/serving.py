@@ -33,7 +33,6 @@ import pandas as pd
 import torch
 
 import camoe
-from camoe.export import OnnxScorer, ScoringModule, export_onnx
 from camoe.prune import prune_pipeline, select_experts
 from camoe.serving import wait_until_healthy
 
@@ -85,39 +84,33 @@ def _request_body(pipe: camoe.CTRPipeline, rows: pd.DataFrame) -> dict[str, Any]
     return {"context": context, "candidates": candidates}
 
 
-def _in_process(pipe: camoe.CTRPipeline, pruned: camoe.CTRPipeline, log: pd.DataFrame, tmp: Path) -> OnnxScorer:
+def _in_process(pipe: camoe.CTRPipeline, pruned: camoe.CTRPipeline, log: pd.DataFrame) -> None:
     torch.set_num_threads(1)
-    scorers = {}
-    for name, p in (("full", pipe), ("pruned", pruned)):
-        scorers[name] = OnnxScorer(p, export_onnx(p, tmp / f"onnx_{name}"))
+    scorers = {name: {"torch": p.scorer("torch"), "onnx": p.scorer("onnx")}
+               for name, p in (("full", pipe), ("pruned", pruned))}
     print(f"in-process, 1 thread; pruned = top-{pruned.config.model.gate_mask and sum(pruned.config.model.gate_mask[0])}"
           f" per task, {pruned.config.model.num_experts} of {pipe.config.model.num_experts} experts kept. "
-          f"model = encoded tensors in, pCTR out; request = encode {{column: values}} + ONNX model")
+          f"model = encoded tensors in, pCTR out (the Scorer's backend); request = Scorer.score({{column: values}}), "
+          f"ONNX")
     for n in (1, 10, 100, 500):
         frame = log.sample(n, random_state=n).reset_index(drop=True)
         columns = {c: frame[c].tolist() for c in frame.columns}
-        batch = pipe.encode(frame, "bench", labels=False)
-        feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(),
-                 "dense": batch.dense.numpy(), "format_ids": batch.format_ids.numpy()}
+        batch = scorers["full"]["onnx"].encode(frame, "bench").batch
         line = [f"  {n:4d} mixed-format candidates"]
-        for name, p in (("full", pipe), ("pruned", pruned)):
-            module = ScoringModule(p.model_, p.layout_.format_task_index, p.config.train.negative_sampling_rate).eval()
-            with torch.no_grad():
-                eager = _time(lambda: module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids), 300)
-            onnx = _time(lambda: scorers[name].session.run(["pctr"], feeds), 300)
+        for name in ("full", "pruned"):
+            eager = _time(lambda: scorers[name]["torch"].backend(batch), 300)
+            onnx = _time(lambda: scorers[name]["onnx"].backend(batch), 300)
             line.append(f"{name}: eager {_percentiles(eager)} | onnx {_percentiles(onnx)}")
-        request = _time(lambda: scorers["full"].predict_proba(columns), 200)
+        request = _time(lambda: scorers["full"]["onnx"].score(columns, "bench"), 200)
         line.append(f"request path (full, onnx): {_percentiles(request)}")
         print("\n      ".join(line), flush=True)
     # one format only: the pruned model computes only that task's experts
     fmt = log[pipe.config.schema.format].value_counts().index[0]
     frame = log[log[pipe.config.schema.format] == fmt].sample(100, random_state=0)
     for name in ("full", "pruned"):
-        b = scorers[name].pipe.encode(frame, "bench", labels=False)
-        feeds = {"cat_ids": b.cat_ids.numpy(), "multi_ids": b.multi_ids.numpy(), "dense": b.dense.numpy(),
-                 "format_ids": b.format_ids.numpy()}
-        print(f"   100 candidates of one format ({fmt}), {name}: onnx {_percentiles(_time(lambda: scorers[name].session.run(['pctr'], feeds), 300))}")
-    return scorers["full"]
+        scorer = scorers[name]["onnx"]
+        b = scorer.encode(frame, "bench").batch
+        print(f"   100 candidates of one format ({fmt}), {name}: onnx {_percentiles(_time(lambda: scorer.backend(b), 300))}")
 
 
 class _Recorder:
@@ -204,7 +197,7 @@ def main() -> None:
     keep = select_experts(pipe.diagnostics_["mean_gate_weight"], pipe.layout_.tasks, top_k=args.top_k)
     pruned = prune_pipeline(pipe, keep)
     if not args.skip_in_process:
-        _in_process(pipe, pruned, log, tmp)
+        _in_process(pipe, pruned, log)
     if args.skip_http:
         return
     port = _free_port()

@@ -19,7 +19,7 @@ Peers run in their own virtualenv (never camoe dependencies); create it once wit
 Every implementation runs in a fresh subprocess with the same torch thread count; the order is interleaved
 (round 1: camoe, deepctr, rechub, camoe-dcn; round 2: the same) so background load hits all of them alike, and
 the table reports the median over rounds. rows/s is training rows over the wall time of the training loop only
-(camoe: ``train_model``; DeepCTR-Torch: ``model.fit``; torch-rechub: ``MTLTrainer.train_one_epoch``), each with its
+(camoe: ``Trainer.fit``; DeepCTR-Torch: ``model.fit``; torch-rechub: ``MTLTrainer.train_one_epoch``), each with its
 own documented input path. Model FLOP utilisation (MFU) = rows/s × training FLOPs per row (forward + backward,
 counted by ``torch.utils.flop_counter.FlopCounterMode`` on one batch) / the fp32 matmul peak measured in this run
 (4096 × 4096 matmuls on the same threads, best of several tries).
@@ -111,11 +111,14 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
     import torch
 
     import camoe
+    from camoe.data.batches import BatchStream, RowEncoder
+    from camoe.data.columns import FormatCounts
     from camoe.data.encoders import FeatureEncoder
+    from camoe.data.sources import FrameSource
     from camoe.grouping import build_task_layout
     from camoe.model import build_model
-    from camoe.training.loss import masked_bce
-    from camoe.training.trainer import predict_logits, train_model
+    from camoe.scoring import Scorer
+    from camoe.training import Trainer, masked_bce
 
     train, test = _load(path)
     features = [{"name": f"c{j}", "type": "categorical", "encoding": "identity", "num_ids": card}
@@ -130,16 +133,21 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
         "train": {"batch_size": 4096, "epochs": epochs, "learning_rate": 1e-3, "seed": seed,
                   "num_threads": options["threads"], **options.get("train", {})},
     })
-    pipe = camoe.CTRPipeline(cfg)
+    torch.set_num_threads(options["threads"])
     t0 = time.perf_counter()
-    pipe.format_attributes_ = pipe._resolve_formats(train["format"].to_numpy())
-    pipe.layout_ = build_task_layout(cfg.grouping, pipe.format_attributes_)
-    pipe.encoder_ = FeatureEncoder(cfg.schema).fit(train, "train")
-    batch = pipe.encode(train, "train")
+    layout = build_task_layout(cfg.grouping, {f: {} for f in FORMATS})
+    encoder = FeatureEncoder(cfg.schema).fit(train, "train")
+    rows = RowEncoder(encoder, layout, cfg.schema)
+    counts = FormatCounts()
+    counts.add(train["format"].to_numpy(), train["click"].to_numpy(np.float64))
+    format_rows, format_clicks = counts.arrays(layout.formats)
+    stream = BatchStream(FrameSource(train, "train"), lambda f: rows(f, "train").batch, 4096, rows.columns(),
+                         format_rows=format_rows, format_clicks=format_clicks)
+    batch = next(stream.encoded_chunks())  # encoded once and kept, as for any in-memory source
     encode_s = time.perf_counter() - t0
     torch.manual_seed(seed)
-    model = build_model(cfg.model, pipe.encoder_.input_spec_, len(pipe.layout_.tasks))
-    mask = torch.as_tensor(pipe.layout_.mask)
+    model = build_model(cfg.model, encoder.input_spec_, len(layout.tasks))
+    mask = torch.as_tensor(layout.mask)
 
     def one_step() -> None:
         part = batch.select(slice(0, 4096))
@@ -149,11 +157,11 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
     flops = _flops_per_row(one_step, 4096)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    model = build_model(cfg.model, pipe.encoder_.input_spec_, len(pipe.layout_.tasks))
+    model = build_model(cfg.model, encoder.input_spec_, len(layout.tasks))
     t0 = time.perf_counter()
-    result = train_model(model, batch, pipe.layout_.mask, pipe.layout_.tasks, cfg.train)
+    result = Trainer(model, layout.mask, layout.tasks, cfg.train).fit(stream)
     loop_s = time.perf_counter() - t0
-    proba = torch.sigmoid(torch.from_numpy(predict_logits(model, pipe.encode(test, "test", labels=False)))).numpy()
+    proba = Scorer.torch(model, encoder, layout, cfg.schema).task_proba(test, "test")
     return {"rows": len(train) * epochs, "loop_s": loop_s, "rows_per_s": len(train) * epochs / loop_s,
             "trainer_rows_per_s": result.rows_per_s, "encode_s": encode_s, "flops_per_row": flops,
             **_auc_pr(test, proba)}

@@ -14,7 +14,8 @@ from camoe.config import ConfigError, RunConfig, demo_config_path, load_config
 from camoe.data.readers import read_table
 from camoe.data.split import split_frame
 from camoe.data.synthetic import SyntheticConfig, generate_log
-from camoe.pipeline import CTRPipeline, correct_downsampling
+from camoe.pipeline import CTRPipeline
+from camoe.scoring import correct_downsampling
 from camoe.run import load_splits, train_and_evaluate
 from camoe.version import __version__
 

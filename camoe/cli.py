@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -175,7 +174,7 @@ def _train(
     t0 = time.perf_counter()
     try:
         pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry, resume=resume,
-                                           dist_ctx=ctx)
+                                           dist_ctx=ctx, announce=_print)
     finally:
         if ctx.enabled:
             import torch.distributed
@@ -204,27 +203,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from camoe.files import write_json
     from camoe.evaluation.report import format_table
+    from camoe.files import write_json
     from camoe.pipeline import CTRPipeline
-    from camoe.run import load_splits, read_for_config
+    from camoe.run import data_splits, open_rows
 
     pipe = CTRPipeline.load(args.artifact)
-    if pipe.config.data.streaming.enabled and not args.data:  # the split streamed from Parquet
-        from camoe.streaming import StreamSplits, evaluate_stream
-
-        splits, split = StreamSplits(pipe.config), args.split
-        if splits.rows(split) == 0:
-            raise ValueError(f"{args.split}: no rows to evaluate")
-        metrics = evaluate_stream(pipe, splits, split)
+    if args.data:
+        rows, split, name = open_rows(pipe.config, args.data, stream=_parquet(args.data)), Path(args.data).name, args.data
     else:
-        if args.data:
-            frame, split = read_for_config(pipe.config, args.data), Path(args.data).name
-        else:
-            frame, split = load_splits(pipe.config)[args.split], args.split
-        if len(frame) == 0:
-            raise ValueError(f"{args.data or args.split}: no rows to evaluate")
-        metrics = pipe.evaluate(frame, split=split)
+        splits = data_splits(pipe.config)
+        rows, split, name = splits.get(args.split), args.split, splits.names[args.split]
+    if rows is None or rows.count_rows() == 0:
+        raise ValueError(f"{args.data or args.split}: no rows to evaluate")
+    metrics = pipe.evaluate(rows, split=split, source=name)
     out = Path(args.output or Path(args.artifact) / f"eval_{Path(split).stem}")
     _check_output_dir(out)
     write_json(out / "metrics.json", metrics)
@@ -236,56 +228,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _parquet(path: str) -> bool:
+    """Whether every file of ``path`` is Parquet (then it is streamed: bounded memory, the same results)."""
+    from camoe.data.readers import expand_paths
+    from camoe.data.sources import is_parquet
 
+    return all(is_parquet(f) for f in expand_paths(path))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     from camoe.pipeline import CTRPipeline
-    from camoe.run import read_for_config
+    from camoe.run import open_rows
+    from camoe.scoring import write_predictions
 
     _check_output_file(args.output, args.data, args.artifact)
     pipe = CTRPipeline.load(args.artifact)
-    if pipe.config.data.streaming.enabled and args.backend == "torch" and args.reader in ("auto", "parquet"):
-        from camoe.streaming import predict_stream
-
-        rows, oov = predict_stream(pipe, args.data, args.output, keep=args.keep,
-                                   read_batch_rows=pipe.config.data.streaming.read_batch_rows)
-        _print(f"wrote {rows:,} pCTRs to {args.output} (streamed); rows with out-of-vocabulary values per feature: "
-               f"{ {k: v for k, v in oov.items() if v} or 'none'}")
-        return 0
-    frame = read_for_config(pipe.config, args.data, None if args.reader == "auto" else args.reader)
-    missing = [c for c in args.keep or [] if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{args.data}: --keep columns {missing} not found; columns: {list(frame.columns)}")
-    if args.backend == "onnx":
-        from camoe.export import OnnxScorer, export_onnx
-
-        with tempfile.TemporaryDirectory() as tmp:  # exported from the verified weights, never a cached file
-            pctr = OnnxScorer(pipe, export_onnx(pipe, tmp)).predict_proba(frame, source=str(args.data))
-    else:
-        pctr = pipe.predict_proba(frame, source=str(args.data))
-    assert pipe.layout_ is not None and pipe.last_encoding_ is not None
-    formats = frame[pipe.config.schema.format].astype(str).str.strip()
-    out = pd.DataFrame({"row": range(len(frame)), "format": formats.to_numpy(),
-                        "task": formats.map(pipe.layout_.format_to_task).to_numpy(), "pctr": pctr})
-    for col in args.keep or []:
-        out[col] = frame[col].to_numpy()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    if args.output.endswith(".parquet"):
-        out.to_parquet(args.output, index=False)
-    else:
-        out.to_csv(args.output, index=False)
-    oov = {k: v for k, v in pipe.last_encoding_.oov_counts.items() if v}
-    _print(f"wrote {len(out):,} pCTRs to {args.output}; rows with out-of-vocabulary values per feature: {oov or 'none'}")
+    reader = None if args.reader == "auto" else args.reader
+    stream = args.reader in ("auto", "parquet") and _parquet(args.data)
+    rows = open_rows(pipe.config, args.data, stream=stream, reader=reader)
+    written, quality = write_predictions(pipe.scorer(args.backend), rows, args.output, keep=args.keep)
+    oov = quality.to_dict(nonzero=True)["out_of_vocabulary"]
+    _print(f"wrote {written:,} pCTRs to {args.output}; rows with out-of-vocabulary values per feature: {oov or 'none'}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from camoe.export import export_onnx
+    from camoe.export import export_folder
     from camoe.pipeline import CTRPipeline
 
     out = Path(args.output or Path(args.artifact) / "onnx")
     _check_output_dir(out)
-    path = export_onnx(CTRPipeline.load(args.artifact), out)
+    path = export_folder(CTRPipeline.load(args.artifact), out)
     _print(f"wrote {path} and {out / 'inputs.json'} (inputs: cat_ids, multi_ids, dense, format_ids -> pctr)")
     return 0
 
@@ -343,25 +316,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import warnings as _warnings
-
     from camoe.pipeline import CTRPipeline
-    from camoe.run import load_splits, read_for_config
+    from camoe.run import data_splits, open_rows
 
     pipe = CTRPipeline.load(args.artifact)
     if args.data:
-        frame, source = read_for_config(pipe.config, args.data), str(args.data)
+        rows, source = open_rows(pipe.config, args.data, stream=_parquet(args.data)), str(args.data)
     else:
-        frame, source = load_splits(pipe.config)["valid"], "valid split"
-    if len(frame) == 0:
-        raise ValueError(f"{source}: no rows to fit the calibration on; give --data FILE")
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")  # undefined metrics on the fitting rows are expected here
-        before = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
-    pipe.calibrate(frame, args.method, source)  # its warnings (single-class or few-click tasks) reach the user
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")
-        after = pipe.evaluate(frame, split="calibration", source=source)["tasks"]
+        splits = data_splits(pipe.config)
+        rows, source = splits.valid, splits.names["valid"]
+    if rows is None or rows.count_rows() == 0:
+        raise ValueError(f"{args.data or 'valid split'}: no rows to fit the calibration on; give --data FILE")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined metrics on the fitting rows are expected here
+        before = pipe.evaluate(rows, split="calibration", source=source)["tasks"]
+    pipe.calibrate(rows, args.method, source)  # its warnings (single-class or few-click tasks) reach the user
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after = pipe.evaluate(rows, split="calibration", source=source)["tasks"]
     for task in before:
         _print(f"  task {task:12s} calib ratio {before[task]['calibration_ratio']:.3f} -> "
                f"{after[task]['calibration_ratio']:.3f}, ECE {before[task]['ece']:.5f} -> {after[task]['ece']:.5f} "
@@ -383,20 +355,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from camoe.pipeline import CTRPipeline
     from camoe.serving import create_app
 
-    pipe = CTRPipeline.load(args.artifact)
-    scorer = None
-    if args.backend == "onnx":
-        from camoe.export import OnnxScorer, export_onnx
-
-        scorer = OnnxScorer(pipe, export_onnx(pipe, Path(args.artifact) / "onnx"))
-    app = create_app(pipe, max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates, scorer=scorer)
+    scorer = CTRPipeline.load(args.artifact).scorer(args.backend)
+    app = create_app(scorer, max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates)
     _print(f"serving {args.artifact} on http://{args.host}:{args.port} (POST /v1/score, GET /healthz, /v1/metadata, /metrics)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import camoe
+    from camoe.config import demo_config_path
 
     if args.rows < 10_000:
         raise ValueError(f"--rows {args.rows}: the demo needs at least 10,000 rows for a train/valid/test split")
@@ -406,7 +373,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_generate(argparse.Namespace(rows=args.rows, seed=args.seed, output=str(log_path), format="parquet"))
     _print("[2/3] training CAMoE (DCN-v2 experts, modality grouping, adaptive loss masking)")
     overrides = {"data": {"path": str(log_path)}, "output_dir": str(out / "model"), **_overrides(args.set)}
-    _, metrics, model_dir = _train(camoe.demo_config_path(), overrides, None, _progress(args))
+    _, metrics, model_dir = _train(demo_config_path(), overrides, None, _progress(args))
     _print("[3/3] CAMoE vs the oracle (true click probability) on the test split, per modality:")
     for name, m in metrics["test"]["modality"].items():
         ratio = m["auc_pr"] / m["oracle_auc_pr"]
@@ -463,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", default="auto", help="auto | csv | parquet | open_bandit | ipinyou_fm")
     p.add_argument("--keep", nargs="*", help="input columns to copy into the output (e.g. an impression id)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: score with ONNX Runtime (exports <artifact>/onnx/model.onnx on first use)")
+                   help="onnx: score with ONNX Runtime (the same scoring head, exported)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export an artifact for serving (ONNX, dynamic batch)")

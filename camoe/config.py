@@ -193,7 +193,7 @@ class TrainConfig(_Strict):
     compile: bool = False  # torch.compile the model for training (first steps compile; needs a C++ compiler on CPU)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast of the forward pass (loss and weights fp32)
     finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps
-    balanced_sampling: bool = False  # draw each epoch with fixed shares per group (camoe.training.sampling)
+    balanced_sampling: bool = False  # draw each epoch with fixed shares per group (camoe.data.sampling)
     balance_by: str = "modality"  # format attribute that defines the groups, or "format"
     balance_shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # {} = equal
 

@@ -1,5 +1,10 @@
 """``CTRPipeline``: encoder + task layout + model, fitted and scored as one estimator.
 
+Every method takes rows as a DataFrame or as a row source (``camoe.data.sources``: a Parquet log streamed in record
+batches, or one split of it), and the two go through the same code: ``fit`` scans the training rows once (labels,
+formats, the one encoder fit), trains with ``camoe.training.Trainer`` on a ``BatchStream``, and validates through
+the one ``Scorer``; ``predict_proba``, ``evaluate`` and ``calibrate`` score through that ``Scorer`` too.
+
 Example (the README's Python API):
     >>> import camoe
     >>> frame = camoe.generate_log(camoe.SyntheticConfig(rows=20_000, seed=0))
@@ -14,11 +19,11 @@ Example (the README's Python API):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,35 +32,71 @@ import torch
 from camoe.artifact import ArtifactError, load_artifact, save_artifact
 from camoe.batch import Batch
 from camoe.calibration import PosthocCalibration
-from camoe.config import ConfigError, RunConfig
-from camoe.data.columns import format_names as _format_names, label_values as _labels
-from camoe.data.encoders import EncodedFeatures, FeatureEncoder
+from camoe.config import ConfigError, RunConfig, load_config
+from camoe.data.batches import BatchStream, RowEncoder
+from camoe.data.columns import FormatCounts, Rows, format_names, label_values
+from camoe.data.encoders import EncoderFit, FeatureEncoder
+from camoe.data.sampling import format_groups
+from camoe.data.sources import FrameSource, RowSource
+from camoe.evaluation.binned import BinnedMetrics
 from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_pairs
-from camoe.evaluation.metrics import evaluate_groups
+from camoe.evaluation.metrics import UndefinedMetricWarning
 from camoe.grouping import TaskLayout, build_task_layout
 from camoe.model import build_model
-from camoe.training.sampling import row_groups
+from camoe.scoring import Scorer, evaluate_source, export_onnx
+from camoe.scoring.module import ScoringModule
 from camoe.training.distributed import DistContext
-from camoe.training.trainer import TrainResult, predict_logits, train_model
+from camoe.training.trainer import Trainer, TrainResult
 
-__all__ = ["CTRPipeline", "correct_downsampling"]
+__all__ = ["CTRPipeline", "as_source", "gate_diagnostics"]
+
+SCORE_BATCH_ROWS = 16_384  # rows per forward pass when validating a stream (bounds eval activations)
+GATE_DIAGNOSTIC_ROWS = 200_000  # validation rows the mean gate weights are computed on
 
 
-def correct_downsampling(p: np.ndarray, rate: float) -> np.ndarray:
-    """Undo negative downsampling: q = p / (p + (1 − p) / w) (He et al. 2014, Sec. 6.2 re-calibration).
+def as_source(rows: pd.DataFrame | RowSource, name: str = "data") -> RowSource:
+    """A DataFrame as a one-chunk ``FrameSource``; a row source as it is."""
+    return FrameSource(rows, name) if isinstance(rows, pd.DataFrame) else rows
 
-    Args:
-        p: pCTR of a model trained on data whose negatives were kept with probability ``rate`` = w.
-        rate: w in (0, 1].
 
-    Example:
-        >>> round(float(correct_downsampling(np.array([0.5]), 0.1)[0]), 4)
-        0.0909
+@torch.no_grad()
+def gate_diagnostics(
+    model: torch.nn.Module, layout: TaskLayout, batches: Iterable[Batch], max_rows: int = GATE_DIAGNOSTIC_ROWS
+) -> dict[str, Any]:
+    """Mean gate weight per task and expert over the rows each task scores (the first ``max_rows``), and warnings
+    for identical experts, collapsed (> 95% on one expert) or exactly uniform gates (case B05).
+
+    Returns:
+        {"mean_gate_weight": task -> E weights, "identical_experts": [(i, j)], "warnings": [...]}; {} without rows.
     """
-    if not 0 < rate <= 1:
-        raise ValueError(f"negative sampling rate must be in (0, 1], got {rate}")
-    p = np.asarray(p, dtype=np.float64)
-    return p / (p + (1.0 - p) / rate)
+    tasks = layout.tasks
+    model.eval()
+    task_of_format = torch.as_tensor(layout.format_task_index)
+    sums = counts = None
+    seen = 0
+    for part in batches:
+        part = part.select(slice(0, max_rows - seen))
+        gates = model(part.cat_ids, part.multi_ids, part.dense).gate_weights  # (B, T, E)
+        task = task_of_format[part.format_ids]  # (B,)
+        own = gates[torch.arange(len(part)), task]  # (B, E)
+        if sums is None:
+            sums, counts = torch.zeros(len(tasks), own.shape[1]), torch.zeros(len(tasks))
+        sums.index_add_(0, task, own.float())
+        counts += torch.bincount(task, minlength=len(tasks)).float()
+        seen += len(part)
+        if seen >= max_rows:
+            break
+    if sums is None or counts is None:
+        return {}
+    summary = gate_summary(sums.numpy(), counts.numpy(), tasks)
+    experts = getattr(model, "experts", None)
+    pairs = identical_pairs([p.detach().numpy() for p in experts.parameters()]) if experts is not None else []
+    allowed = getattr(model.gates, "allowed", None)
+    issues = gate_warnings(summary, allowed=None if allowed is None else allowed.numpy())
+    issues += [f"experts {i} and {j} have identical weights" for i, j in pairs]
+    for issue in issues:
+        warnings.warn(f"gate diagnostics: {issue}", stacklevel=3)
+    return {"mean_gate_weight": summary, "identical_experts": pairs, "warnings": issues}
 
 
 class CTRPipeline:
@@ -64,7 +105,9 @@ class CTRPipeline:
     Args:
         config: the run config (schema, formats, grouping, model, train).
 
-    Fitted attributes: ``encoder_``, ``layout_``, ``model_``, ``train_result_``, ``format_attributes_``.
+    Fitted attributes: ``encoder_``, ``layout_``, ``model_``, ``train_result_``, ``format_attributes_``,
+    ``format_counts_`` (rows and clicks per format of the training rows), ``diagnostics_`` (validation gate weights),
+    ``calibration_`` (post-hoc map, after ``calibrate``).
     """
 
     def __init__(self, config: RunConfig) -> None:
@@ -74,305 +117,282 @@ class CTRPipeline:
         self.model_: torch.nn.Module | None = None
         self.train_result_: TrainResult | None = None
         self.format_attributes_: dict[str, dict[str, str]] = {}
-        self.last_encoding_: EncodedFeatures | None = None
+        self.format_counts_: FormatCounts | None = None
         self.diagnostics_: dict[str, Any] = {}
-        self.calibration_: PosthocCalibration | None = None  # post-hoc per-task map (``calibrate``), saved with it
+        self.calibration_: PosthocCalibration | None = None
 
-    # ------------------------------------------------------------------ data
-    def _resolve_formats(self, formats: np.ndarray) -> dict[str, dict[str, str]]:
-        table = self.config.formats
-        present = sorted(set(formats))
-        if table is None:
-            return {f: {} for f in present}
-        unknown = [f for f in present if f not in table]
-        if unknown:
-            raise ValueError(
-                f"train: ad formats {unknown} are not in the config's formats table; known formats: {list(table)}"
-            )
-        return {f: dict(attrs) for f, attrs in table.items()}
+    # ------------------------------------------------------------------ checks and the fit pass
+    def check_rows(self, rows: pd.DataFrame | RowSource, source: str = "data") -> FormatCounts:
+        """Read labels and formats only: refuse bad labels, empty or unknown formats before any training.
 
-    def encode(
-        self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data", labels: bool = True
-    ) -> Batch:
-        """Validate and encode rows into a ``Batch`` (features, format index, labels).
+        Formats are checked against the config's ``formats`` table, or, once fitted, against the task layout.
 
-        ``frame`` is a DataFrame or a mapping {column: N values} (see ``FeatureEncoder.transform``).
+        Returns:
+            Rows and clicks per format.
 
         Raises:
-            ValueError: missing columns, unknown formats, labels outside {0, 1}, bad feature values (each message
-                names the source, column and values).
+            ValueError: names the rows (``source``), the column and the bad values or formats.
         """
-        if self.encoder_ is None or self.layout_ is None:
-            raise RuntimeError("CTRPipeline is not fitted: call fit() or CTRPipeline.load()")
-        schema = self.config.schema
-        fmt = self.layout_.format_index(_format_names(frame, schema.format, source), where=f"{source} column '{schema.format}'")
-        enc = self.encoder_.transform(frame, source)
-        self.last_encoding_ = enc
-        return Batch(
-            cat_ids=torch.from_numpy(enc.cat_ids),
-            multi_ids=torch.from_numpy(enc.multi_ids),
-            dense=torch.from_numpy(enc.dense),
-            format_ids=torch.from_numpy(fmt),
-            labels=torch.from_numpy(_labels(frame, schema.label, source)) if labels else None,
-        )
+        src = as_source(rows, source)
+        schema, counts = self.config.schema, FormatCounts()
+        for chunk in src.chunks([schema.label, schema.format]):
+            counts.add(format_names(chunk, schema.format, source), label_values(chunk, schema.label, source))
+        known = list(self.layout_.formats) if self.layout_ is not None else (
+            list(self.config.formats) if self.config.formats is not None else None)
+        unknown = sorted(set(counts.rows) - set(known)) if known is not None else []
+        if unknown:
+            where = "the config's formats table" if self.layout_ is None else "the training rows"
+            raise ValueError(f"{source}: ad formats {unknown} are not in {where}; known formats: {known}")
+        return counts
+
+    def _scan(self, rows: RowSource, source: str) -> tuple[FeatureEncoder, FormatCounts]:
+        """The fit pass: labels and formats checked and counted, the encoder fitted (``EncoderFit``), in one read."""
+        cfg = self.config
+        fit = EncoderFit(cfg.schema, cfg.data.streaming.max_distinct_values)
+        counts = FormatCounts()
+        columns = [f.name for f in cfg.schema.features] + [cfg.schema.format, cfg.schema.label]
+        missing = [c for c in dict.fromkeys(columns) if c not in rows.columns]
+        if missing:
+            raise ValueError(f"{source}: missing column(s) {missing}; columns present: {rows.columns}")
+        for chunk in rows.chunks(columns):
+            counts.add(format_names(chunk, cfg.schema.format, source), label_values(chunk, cfg.schema.label, source))
+            fit.add(chunk, source)
+        if counts.total == 0:
+            raise ValueError(f"{source}: no rows")
+        return fit.encoder(source), counts
+
+    def _resolve_formats(self, present: list[str]) -> dict[str, dict[str, str]]:
+        table = self.config.formats
+        if table is None:
+            return {f: {} for f in sorted(present)}
+        unknown = sorted(set(present) - set(table))
+        if unknown:
+            raise ValueError(f"train: ad formats {unknown} are not in the config's formats table; known formats: "
+                             f"{list(table)}")
+        return {f: dict(attrs) for f, attrs in table.items()}
 
     # ------------------------------------------------------------------ fit
     def fit(
         self,
-        train: pd.DataFrame,
-        valid: pd.DataFrame | None = None,
+        train: pd.DataFrame | RowSource,
+        valid: pd.DataFrame | RowSource | None = None,
         progress: bool = False,
         log: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_path: str | Path | None = None,
         resume: bool = False,
         dist_ctx: DistContext | None = None,
         sources: dict[str, str] | None = None,
+        also_check: Sequence[tuple[RowSource, str]] = (),
     ) -> CTRPipeline:
         """Fit the encoder on ``train`` only, build the model from the encoder's table sizes, train.
 
         Args:
-            train: training rows.
+            train: training rows (DataFrame or row source).
             valid: validation rows for early stopping on mean task AUC-PR (optional).
             progress: show a progress bar.
             log: receives each evaluation's history entry.
-            checkpoint_path: training checkpoint file (see ``train_model``); None = no checkpoints.
+            checkpoint_path: training checkpoint file (``camoe.training.Checkpoint``); None = no checkpoints.
             resume: continue from ``checkpoint_path``. The encoder is refitted on the same rows, which gives the
                 same state, so the checkpoint's weights fit.
-            dist_ctx: data-parallel context (``camoe.training.distributed``); every rank holds all rows and trains
-                on its share of each global batch.
+            dist_ctx: data-parallel context (``camoe.training.distributed``); every rank reads the same global
+                batches and trains on its share of each; rank 0 scans the data and validates.
             sources: how errors name the rows, e.g. {"train": "train split of log.csv", "valid": "valid.csv"}.
+            also_check: further (rows, name) pairs (e.g. the test split) whose labels and formats are checked
+                before training, so a bad row or an unknown format stops the run before it trains, not after.
 
         Returns:
             self.
+
+        Raises:
+            ValueError / ConfigError: bad rows, unknown formats or an invalid grouping (naming the rows and values).
         """
         cfg = self.config
-        sources = sources or {}
+        names = {"train": "train", "valid": "valid", **(sources or {})}
+        ctx = dist_ctx or DistContext()
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
-        if len(train) == 0:
-            raise ValueError("train: no rows")
-        formats = _format_names(train, cfg.schema.format, "train")
-        self.format_attributes_ = self._resolve_formats(formats)
+        train_src = as_source(train, names["train"])
+        valid_src = as_source(valid, names["valid"]) if valid is not None else None
+        if cfg.train.batch_size % ctx.world_size:
+            raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be a multiple of the {ctx.world_size} "
+                              f"ranks")
+        scanned = self._scan(train_src, names["train"]) if ctx.is_main else None
+        encoder_state, counts = ctx.broadcast((scanned[0].state_dict(), scanned[1]) if scanned else None)
+        self.encoder_ = FeatureEncoder.from_state(cfg.schema, encoder_state)
+        self.format_counts_ = counts
+        self.format_attributes_ = self._resolve_formats(list(counts.rows))
         try:
             self.layout_ = build_task_layout(cfg.grouping, self.format_attributes_)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        self.encoder_ = FeatureEncoder(cfg.schema).fit(train, "train")
-        train_batch = self.encode(train, sources.get("train", "train"))
-        valid_batch = self.encode(valid, sources.get("valid", "valid")) if valid is not None and len(valid) else None
-        torch.manual_seed(cfg.train.seed)
-        assert self.encoder_.input_spec_ is not None
-        self.model_ = build_model(cfg.model, self.encoder_.input_spec_, len(self.layout_.tasks))
-        valid_formats = valid_batch.format_ids.numpy() if valid_batch is not None else None
-
-        def score(logits: np.ndarray) -> tuple[float, dict[str, Any]]:
-            assert valid_batch is not None and valid_batch.labels is not None and self.layout_ is not None
-            result = self._metrics(logits, valid_batch.labels.numpy(), np.array(self.layout_.formats)[valid_formats],
-                                   None, "valid", quiet=True)
-            per_task = {t: m["auc_pr"] for t, m in result["tasks"].items()}
-            return result["macro"]["auc_pr"], {"auc_pr": per_task}
-
-        empty = [t for t, n in zip(self.layout_.tasks, (self.layout_.mask[train_batch.format_ids.numpy()]).sum(0)) if n == 0]
+        layout = self.layout_
+        if valid_src is not None and ctx.is_main:
+            self.check_rows(valid_src, names["valid"])
+        for rows, name in also_check if ctx.is_main else ():
+            self.check_rows(rows, name)
+        format_rows, format_clicks = counts.arrays(layout.formats)
+        empty = [t for t, n in zip(layout.tasks, layout.mask.T @ format_rows) if n == 0]
         if empty:
             warnings.warn(f"tasks {empty} have no training rows: their heads stay untrained and score at init",
                           stacklevel=2)
-        self.train_result_ = train_model(
-            self.model_, train_batch, self.layout_.mask, self.layout_.tasks, cfg.train,
-            valid=valid_batch, score_fn=score if valid_batch is not None else None, progress=progress, log=log,
-            checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None, resume=resume,
-            balanced_groups=self._balanced_groups(train_batch), dist_ctx=dist_ctx,
+        torch.manual_seed(cfg.train.seed)
+        assert self.encoder_.input_spec_ is not None
+        self.model_ = build_model(cfg.model, self.encoder_.input_spec_, len(layout.tasks))
+        rows = RowEncoder(self.encoder_, layout, cfg.schema)
+        streaming = cfg.data.streaming
+        train_stream = BatchStream(
+            train_src, lambda f: rows(f, names["train"]).batch, cfg.train.batch_size, rows.columns(),
+            num_rows=counts.total, shuffle_buffer_rows=streaming.shuffle_buffer_rows, format_rows=format_rows,
+            format_clicks=format_clicks, balanced=self._balanced(format_rows),
         )
-        self.diagnostics_ = self._gate_diagnostics(valid_batch if valid_batch is not None else train_batch)
+        valid_stream = None
+        if valid_src is not None:
+            valid_stream = BatchStream(valid_src, lambda f: rows(f, names["valid"]).batch, SCORE_BATCH_ROWS,
+                                       rows.columns())
+        trainer = Trainer(
+            self.model_, layout.mask, layout.tasks, cfg.train, ctx=ctx, log=log, progress=progress,
+            checkpoint_path=checkpoint_path,
+            validate=self._validator(valid_stream, names["valid"]) if valid_stream is not None else None,
+        )
+        self.train_result_ = trainer.fit(train_stream, resume=resume)
+        if ctx.is_main:
+            self.diagnostics_ = gate_diagnostics(self.model_, layout, (valid_stream or train_stream).batches(None))
         return self
 
-    def _balanced_groups(self, batch: Batch) -> tuple[np.ndarray, np.ndarray] | None:
-        """(row groups, shares) for ``train.balanced_sampling`` (groups by ``train.balance_by``), else None."""
+    def _balanced(self, format_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(group of each format, shares) for ``train.balanced_sampling``, else None."""
         train_cfg = self.config.train
         if not train_cfg.balanced_sampling:
             return None
         assert self.layout_ is not None
         try:
-            groups, shares, _ = row_groups(batch.format_ids.numpy(), self.layout_.formats, self.format_attributes_,
-                                           train_cfg.balance_by, train_cfg.balance_shares)
+            group, shares, _ = format_groups(self.layout_.formats, self.format_attributes_, train_cfg.balance_by,
+                                             train_cfg.balance_shares, present=format_rows > 0)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        return groups, shares
+        return group, shares
 
-    @torch.no_grad()
-    def _gate_diagnostics(self, batch: Batch, max_rows: int = 200_000) -> dict[str, Any]:
-        """Mean gate weight per task and expert over the rows each task scores; warns on identical experts,
-        collapsed (> 95% on one expert) or exactly uniform gates (case B05)."""
-        assert self.model_ is not None and self.layout_ is not None
-        model, tasks = self.model_, self.layout_.tasks
-        task_of_format = torch.as_tensor(self.layout_.format_task_index)
-        sums = counts = None
-        for start in range(0, min(len(batch), max_rows), 65536):
-            part = batch.select(slice(start, min(start + 65536, max_rows)))
-            gates = model(part.cat_ids, part.multi_ids, part.dense).gate_weights  # (B, T, E)
-            task = task_of_format[part.format_ids]  # (B,)
-            own = gates[torch.arange(len(part)), task]  # (B, E)
-            if sums is None:
-                sums, counts = torch.zeros(len(tasks), own.shape[1]), torch.zeros(len(tasks))
-            sums.index_add_(0, task, own.float())
-            counts += torch.bincount(task, minlength=len(tasks)).float()
-        if sums is None or counts is None:
-            return {}
-        summary = gate_summary(sums.numpy(), counts.numpy(), tasks)
-        experts = getattr(model, "experts", None)
-        pairs = identical_pairs([p.detach().numpy() for p in experts.parameters()]) if experts is not None else []
-        allowed = getattr(model.gates, "allowed", None)
-        issues = gate_warnings(summary, allowed=None if allowed is None else allowed.numpy())
-        issues += [f"experts {i} and {j} have identical weights" for i, j in pairs]
-        for issue in issues:
-            warnings.warn(f"gate diagnostics: {issue}", stacklevel=3)
-        return {"mean_gate_weight": summary, "identical_experts": pairs, "warnings": issues}
+    def _validator(self, stream: BatchStream, source: str) -> Callable[[torch.nn.Module], tuple[float, dict]]:
+        """model -> (mean validation AUC-PR over tasks, {"auc_pr": per task}), scored through the one ``Scorer``
+        (uncalibrated) and reduced with ``BinnedMetrics`` (bounded memory)."""
+        assert self.layout_ is not None and self.encoder_ is not None
+        layout, encoder, cfg = self.layout_, self.encoder_, self.config
+
+        def validate(model: torch.nn.Module) -> tuple[float, dict[str, Any]]:
+            scorer = Scorer.torch(model, encoder, layout, cfg.schema, cfg.train.negative_sampling_rate)
+            acc = BinnedMetrics(layout.formats, exact_max_rows=cfg.data.streaming.exact_metrics_max_rows)
+            for batch in stream.batches(None):
+                assert batch.labels is not None
+                acc.update(batch.format_ids.numpy(), batch.labels.numpy(), scorer.score_batch(batch, source),
+                           source=source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)  # a task without clicks scores NaN
+                per_task = {t: acc.metrics([f for f, ft in layout.format_to_task.items() if ft == t], t,
+                                           "valid")["auc_pr"] for t in layout.tasks}
+            finite = [v for v in per_task.values() if not np.isnan(v)]
+            return (float(np.mean(finite)) if finite else float("nan")), {"auc_pr": per_task}
+
+        return validate
 
     # ------------------------------------------------------------------ score
-    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """(N, T) logits -> pCTR: sigmoid, negative-downsampling correction once, then the post-hoc calibration."""
-        p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-        rate = self.config.train.negative_sampling_rate
-        p = correct_downsampling(p, rate) if rate is not None else p
-        if self.calibration_ is not None and self.layout_ is not None:
-            p = self.calibration_.apply_matrix(p, self.layout_.tasks)
-        return p
+    def _require_fitted(self) -> tuple[FeatureEncoder, TaskLayout, torch.nn.Module]:
+        if self.encoder_ is None or self.layout_ is None or self.model_ is None:
+            raise RuntimeError("CTRPipeline is not fitted: call fit() or CTRPipeline.load()")
+        return self.encoder_, self.layout_, self.model_
 
-    def calibrate(self, frame: pd.DataFrame, method: str = "platt", source: str = "valid") -> CTRPipeline:
+    def scorer(self, backend: str = "torch", threads: int | None = None, calibrated: bool = True) -> Scorer:
+        """The ``Scorer`` of this model.
+
+        Args:
+            backend: ``torch`` (eager) or ``onnx`` (ONNX Runtime; the model is exported to a temporary file).
+            threads: ONNX Runtime intra-op threads (default 1).
+            calibrated: apply the post-hoc calibration (when fitted).
+
+        Raises:
+            ValueError: unknown backend.
+            RuntimeError: not fitted.
+        """
+        encoder, layout, model = self._require_fitted()
+        calibration = self.calibration_ if calibrated else None
+        rate = self.config.train.negative_sampling_rate
+        if backend == "torch":
+            return Scorer.torch(model, encoder, layout, self.config.schema, rate, calibration)
+        if backend != "onnx":
+            raise ValueError(f"backend must be 'torch' or 'onnx', got '{backend}'")
+        assert encoder.input_spec_ is not None
+        with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime reads the whole file when the session starts
+            path = export_onnx(ScoringModule(model, layout.format_task_index, rate), encoder.input_spec_,
+                               Path(tmp) / "model.onnx")
+            return Scorer.onnx(path, encoder, layout, self.config.schema, calibration, threads)
+
+    def encode(self, rows: Rows, source: str = "data", labels: bool = True) -> Batch:
+        """Validate and encode rows into a ``Batch`` (features, format index, labels).
+
+        Raises:
+            ValueError: missing columns, unknown formats, labels outside {0, 1}, bad feature values (each message
+                names the source, column and values).
+        """
+        encoder, layout, _ = self._require_fitted()
+        return RowEncoder(encoder, layout, self.config.schema)(rows, source, labels).batch
+
+    def predict_proba(self, rows: Rows, source: str = "data") -> np.ndarray:
+        """One pCTR per row from the row's own task head: (N,)."""
+        return self.scorer().score(rows, source).pctr
+
+    def predict_task_proba(self, rows: Rows, source: str = "data") -> np.ndarray:
+        """pCTR of every task head: (N, T), columns in ``layout_.tasks`` order."""
+        return self.scorer().task_proba(rows, source)
+
+    def evaluate(self, rows: pd.DataFrame | RowSource, split: str = "test", source: str | None = None) -> dict[str, Any]:
+        """Per-format, per-task (and per-attribute, e.g. per-modality) metrics on labelled rows
+        (``camoe.scoring.evaluate_source``: exact up to ``data.streaming.exact_metrics_max_rows`` rows, score
+        histograms beyond).
+
+        Returns:
+            ``evaluate_groups``-shaped tables plus ``split``, ``oov``, ``input_quality`` and ``metric_precision``.
+        """
+        return evaluate_source(self.scorer(), as_source(rows, source or split), split,
+                               attributes=self.format_attributes_,
+                               exact_max_rows=self.config.data.streaming.exact_metrics_max_rows, name=source or split)
+
+    def calibrate(self, rows: pd.DataFrame | RowSource, method: str = "platt", source: str = "valid") -> CTRPipeline:
         """Fit a post-hoc per-task calibration (``camoe.calibration``) on labelled rows, e.g. the validation split.
 
-        It replaces any previous calibration, is saved with the artifact and applies to every later score
-        (``predict_proba``, ``evaluate``, ONNX scoring, the service).
+        It replaces any previous calibration, is saved with the artifact and applies to every later score.
 
         Raises:
             ValueError: unknown method, or rows that fail validation (named by ``source``).
         """
-        if self.model_ is None or self.layout_ is None:
-            raise RuntimeError("CTRPipeline is not fitted")
-        self.calibration_ = None
-        batch = self.encode(frame, source)
-        assert batch.labels is not None
-        probs = self._probabilities(predict_logits(self.model_, batch))  # (N, T), uncalibrated
-        task = np.asarray(self.layout_.format_task_index)[batch.format_ids.numpy()]  # (N,)
-        own = np.take_along_axis(probs, task[:, None], axis=1)[:, 0]
-        self.calibration_ = PosthocCalibration.fit(method, own, batch.labels.numpy(), task, self.layout_.tasks)
+        scorer = self.scorer(calibrated=False)
+        pctr, labels, tasks = [], [], []
+        for chunk in as_source(rows, source).chunks(scorer.rows.columns(labels=True)):
+            scores = scorer.score(chunk, source, labels=True)
+            pctr.append(scores.pctr)
+            labels.append(scores.labels)
+            tasks.append(scores.task_ids)
+        assert self.layout_ is not None
+        join = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))  # noqa: E731
+        self.calibration_ = PosthocCalibration.fit(method, join(pctr), join(labels), join(tasks), self.layout_.tasks)
         return self
 
-    def check_finite_scores(self, pctr: np.ndarray, batch: Batch, source: str) -> None:
-        """Refuse non-finite scores instead of returning them.
-
-        A finite input far outside the training range (e.g. 1e39 seconds) can overflow inside the network in float32;
-        the error names the rows' numeric features with the largest standardised values.
-
-        Raises:
-            ValueError: ``pctr`` (N,) or (N, T) holds NaN / inf.
-        """
-        bad = ~np.isfinite(pctr)
-        if bad.ndim == 2:
-            bad = bad.any(axis=1)
-        if not bad.any():
-            return
-        dense = batch.dense.numpy()[bad]  # (n_bad, N_dense) standardised values
-        names = self.encoder_.input_spec_.dense_features if self.encoder_ and self.encoder_.input_spec_ else ()
-        worst = ""
-        if dense.size:
-            col = int(np.abs(dense).max(axis=0).argmax())
-            worst = (f"; numeric feature '{names[col]}' reaches {float(np.abs(dense[:, col]).max()):.3g} training "
-                     f"standard deviations from its mean in those rows")
-        raise ValueError(f"{source}: {int(bad.sum())} rows give a non-finite pCTR (the inputs overflow the model)"
-                         f"{worst}; fix or clip those values")
-
-    def predict_task_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
-        """pCTR of every task head: (N, T), columns in ``layout_.tasks`` order (downsampling corrected once)."""
-        if self.model_ is None:
-            raise RuntimeError("CTRPipeline is not fitted")
-        batch = self.encode(frame, source, labels=False)
-        probs = self._probabilities(predict_logits(self.model_, batch))
-        self.check_finite_scores(probs, batch, source)
-        return probs
-
-    def predict_proba(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]], source: str = "data") -> np.ndarray:
-        """One pCTR per row from the row's own task head: (N,)."""
-        if self.model_ is None or self.layout_ is None:
-            raise RuntimeError("CTRPipeline is not fitted")
-        batch = self.encode(frame, source, labels=False)
-        probs = self._probabilities(predict_logits(self.model_, batch))  # (N, T)
-        task = torch.as_tensor(self.layout_.format_task_index)[batch.format_ids].numpy()  # (N,)
-        own = np.take_along_axis(probs, task[:, None], axis=1)[:, 0]
-        self.check_finite_scores(own, batch, source)
-        return own
-
-    def _metrics(
-        self, logits: np.ndarray, labels: np.ndarray, formats: np.ndarray, true_prob: np.ndarray | None, split: str,
-        quiet: bool = False,
-    ) -> dict[str, Any]:
-        assert self.layout_ is not None
-        with warnings.catch_warnings():
-            if quiet:
-                warnings.simplefilter("ignore")
-            return evaluate_groups(
-                labels, self._probabilities(logits), formats, self.layout_.format_to_task, self.layout_.tasks,
-                true_prob=true_prob, split=split, group_attributes=self.format_attributes_,
-            )
-
-    def evaluate(self, frame: pd.DataFrame, split: str = "test", source: str | None = None) -> dict[str, Any]:
-        """Per-format, per-task (and per-attribute, e.g. per-modality) metrics on labelled rows.
-
-        Returns:
-            ``evaluate_groups`` output plus ``split`` and ``oov`` (rows mapped to OOV per feature).
-        """
-        if self.model_ is None:
-            raise RuntimeError("CTRPipeline is not fitted")
-        batch = self.encode(frame, source or split)  # errors name ``source`` (e.g. the file), else the split
-        assert batch.labels is not None and self.layout_ is not None and self.last_encoding_ is not None
-        true_prob = self._true_prob(frame, split)
-        formats = np.array(self.layout_.formats)[batch.format_ids.numpy()]
-        result = self._metrics(predict_logits(self.model_, batch), batch.labels.numpy(), formats, true_prob, split)
-        result["split"] = split
-        result["oov"] = dict(self.last_encoding_.oov_counts)
-        return result
-
-    def _true_prob(self, frame: pd.DataFrame, split: str) -> np.ndarray | None:
-        column = self.config.schema.true_prob
-        if column is None:
-            return None
-        if column not in frame.columns:
-            warnings.warn(f"{split}: true_prob column '{column}' (schema.true_prob) not found; no oracle metrics",
-                          stacklevel=3)
-            return None
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~((values >= 0) & (values <= 1))
-        if bad.any():
-            raise ValueError(f"{split}: true_prob column '{column}' must hold probabilities in [0, 1]; "
-                             f"{int(bad.sum())} rows do not (e.g. {frame[column][bad].astype(str).head(3).tolist()})")
-        return values
-
-    def check_rows(self, frame: pd.DataFrame, source: str) -> None:
-        """Cheap checks that need no fitted state: label and format columns (used before training)."""
-        _labels(frame, self.config.schema.label, source)
-        formats = _format_names(frame, self.config.schema.format, source)
-        table = self.config.formats
-        if table is not None:
-            unknown = sorted(set(formats) - set(table))
-            if unknown:
-                raise ValueError(f"{source}: ad formats {unknown} are not in the config's formats table; "
-                                 f"known formats: {list(table)}")
-
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
-        """Write the artifact folder (see ``camoe.artifact``)."""
-        if self.model_ is None or self.encoder_ is None or self.layout_ is None:
-            raise RuntimeError("CTRPipeline is not fitted")
+    def save(self, folder: str | Path, metrics: dict[str, Any] | None = None,
+             manifest: dict[str, Any] | None = None) -> Path:
+        """Write the artifact folder (see ``camoe.artifact``); ``manifest`` adds entries to its manifest (e.g. the
+        split plan)."""
+        encoder, layout, model = self._require_fitted()
         config = self.config.to_dict()
         config["_config_dir"] = self.config._config_dir
-        tasks = {**self.layout_.to_dict(), "format_attributes": self.format_attributes_}
+        tasks = {**layout.to_dict(), "format_attributes": self.format_attributes_}
         if self.calibration_ is not None:
             tasks["calibration"] = self.calibration_.to_dict()
-        history = self.train_result_.history if self.train_result_ is not None else []
+        result = self.train_result_
         return save_artifact(
-            folder, self.model_.state_dict(), config, self.encoder_.state_dict(), tasks, metrics,
-            extra={"train": {"history": history, "best_step": getattr(self.train_result_, "best_step", None),
-                             "rows_per_s": getattr(self.train_result_, "rows_per_s", None),
-                             "gates": self.diagnostics_}},
+            folder, model.state_dict(), config, encoder.state_dict(), tasks, metrics,
+            extra={"train": {"history": result.history if result else [],
+                             "best_step": result.best_step if result else None,
+                             "rows_per_s": result.rows_per_s if result else None,
+                             "gates": self.diagnostics_}, **(manifest or {})},
         )
 
     @classmethod
@@ -382,8 +402,6 @@ class CTRPipeline:
         Raises:
             ArtifactError: missing/altered files, or weights that do not fit the rebuilt model.
         """
-        from camoe.config import load_config
-
         parts = load_artifact(folder)
         raw = dict(parts.config)
         config_dir = raw.pop("_config_dir", None)
@@ -407,4 +425,3 @@ class CTRPipeline:
         pipe.model_.eval()
         pipe.diagnostics_ = dict(parts.manifest.get("train", {}).get("gates") or {})  # validation gate weights
         return pipe
-

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -143,41 +142,24 @@ def prune_pipeline(pipe: CTRPipeline, keep: np.ndarray) -> CTRPipeline:
 def expert_latency_ms(
     pipe: CTRPipeline, frame: pd.DataFrame, repeats: int = 200, backend: str = "torch"
 ) -> tuple[float, float]:
-    """(p50, p99) latency in ms of scoring ``frame``'s encoded rows (model + own-task pCTR, 1 thread, encoding
-    excluded) with eager PyTorch (``backend="torch"``) or ONNX Runtime (``"onnx"``, the serving path).
+    """(p50, p99) latency in ms of scoring ``frame``'s encoded rows through the pipeline's ``Scorer`` backend (model,
+    own task's head, sigmoid, correction; 1 thread, encoding excluded) with eager PyTorch (``backend="torch"``) or
+    ONNX Runtime (``"onnx"``, the serving path).
 
     Raises:
         ValueError: unknown backend.
     """
-    from camoe.export import OnnxScorer, ScoringModule, export_onnx
-
-    assert pipe.model_ is not None and pipe.layout_ is not None
-    batch = pipe.encode(frame, "latency", labels=False)
-    if backend == "onnx":
-        with tempfile.TemporaryDirectory() as tmp:
-            session = OnnxScorer(pipe, export_onnx(pipe, tmp)).session
-        feeds = {"cat_ids": batch.cat_ids.numpy(), "multi_ids": batch.multi_ids.numpy(), "dense": batch.dense.numpy(),
-                 "format_ids": batch.format_ids.numpy()}
-
-        def run() -> None:
-            session.run(["pctr"], feeds)
-    elif backend == "torch":
-        module = ScoringModule(pipe.model_, pipe.layout_.format_task_index, pipe.config.train.negative_sampling_rate)
-
-        def run() -> None:
-            with torch.no_grad():
-                module(batch.cat_ids, batch.multi_ids, batch.dense, batch.format_ids)
-    else:
-        raise ValueError(f"backend must be 'torch' or 'onnx', got '{backend}'")
+    scorer = pipe.scorer(backend)
+    batch = scorer.encode(frame, "latency").batch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for _ in range(10):
-            run()
+            scorer.backend(batch)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            run()
+            scorer.backend(batch)
             times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)

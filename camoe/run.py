@@ -1,8 +1,14 @@
-"""End-to-end jobs used by the CLI and the Python API: load data, split, train, evaluate, save."""
+"""End-to-end jobs used by the CLI and the Python API: open the data, split, train, evaluate, save.
+
+The data of a run config is one row source (``camoe.data.sources``): the log read into memory, or, with
+``data.streaming.enabled``, streamed from Parquet record batch by record batch. The split (``camoe.data.split``)
+is the same rule for both, so the same log and config give the same rows in each split either way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +16,12 @@ import pandas as pd
 
 from camoe.config import RunConfig, resolve_path
 from camoe.data.readers import read_table
-from camoe.data.split import split_frame
+from camoe.data.sources import FilteredSource, FrameSource, ParquetSource, RowSource
+from camoe.data.split import SPLITS, SplitPlan, plan_split
 from camoe.pipeline import CTRPipeline
 from camoe.training.distributed import DistContext
 
-__all__ = ["load_splits", "read_for_config", "train_and_evaluate"]
+__all__ = ["DataSplits", "data_splits", "load_splits", "open_rows", "read_for_config", "train_and_evaluate"]
 
 
 def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None) -> pd.DataFrame:
@@ -25,39 +32,90 @@ def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None)
                       **cfg.data.reader_options)
 
 
-def _source(cfg: RunConfig, split: str) -> str:
-    path = {"test": cfg.data.test_path, "valid": cfg.data.valid_path}.get(split)
-    return f"{split} ({path})" if path else f"{split} split of {cfg.data.path or 'the frame'}"
+def open_rows(cfg: RunConfig, path: str | Path, stream: bool, reader: str | None = None) -> RowSource:
+    """The rows of ``path`` as a row source: streamed from Parquet when ``stream`` (and the files are Parquet read
+    by the plain reader), else read into memory with the config's reader.
+
+    Raises:
+        FileNotFoundError: nothing matches ``path``.
+        ValueError: unreadable files, or streaming asked for a non-Parquet log (naming the file).
+    """
+    reader = reader or cfg.data.reader
+    resolved = resolve_path(cfg, str(path))
+    if stream:
+        if reader not in ("auto", "parquet"):
+            raise ValueError(f"data.reader '{reader}': streaming reads Parquet files only")
+        return ParquetSource(resolved, cfg.data.streaming.read_batch_rows, name=str(path))
+    return FrameSource(read_for_config(cfg, path, reader), str(path))
 
 
-def _read(cfg: RunConfig, path: str) -> pd.DataFrame:
-    return read_for_config(cfg, path)
+@dataclass
+class DataSplits:
+    """The train / valid / test rows of a run config and the split that produced them.
+
+    Attributes:
+        train, valid, test: row sources (a split with no rows is None).
+        plan: the cut points and rows per split of ``data.path`` (``camoe.data.split.SplitPlan``).
+        names: how error messages name each split's rows.
+    """
+
+    train: RowSource
+    valid: RowSource | None
+    test: RowSource | None
+    plan: SplitPlan
+    names: dict[str, str]
+
+    def get(self, split: str) -> RowSource | None:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[split]
 
 
-def load_splits(cfg: RunConfig, frame: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Read ``cfg.data`` (or use ``frame``) and split it into train / valid / test.
+def data_splits(cfg: RunConfig, frame: pd.DataFrame | None = None, stream: bool | None = None) -> DataSplits:
+    """Open ``cfg.data`` (or use ``frame``) and split it into train / valid / test row sources.
 
-    Explicit ``valid_path`` / ``test_path`` files replace the corresponding split of ``path``.
+    Explicit ``valid_path`` / ``test_path`` files replace the corresponding split of ``path``. Rows in memory are
+    split into one frame per split once; streamed rows stay on disk and each split is a filter.
 
     Raises:
         ValueError: no data path and no frame, or reader / split errors (naming the file).
     """
-    if frame is None:
-        if cfg.data.path is None:
-            raise ValueError("data.path is not set: give a CSV/Parquet file, folder or glob")
-        frame = _read(cfg, cfg.data.path)
-    split_cfg = cfg.data.split.model_copy()
-    if cfg.data.test_path is not None:
-        split_cfg.test_fraction = 0.0
-    if cfg.data.valid_path is not None:
-        split_cfg.valid_fraction = 0.0
-    splits = split_frame(frame, split_cfg, cfg.schema.timestamp if split_cfg.method == "temporal" else None,
-                         source=str(cfg.data.path or "frame"))
-    if cfg.data.test_path is not None:
-        splits["test"] = _read(cfg, cfg.data.test_path)
-    if cfg.data.valid_path is not None:
-        splits["valid"] = _read(cfg, cfg.data.valid_path)
-    return splits
+    data = cfg.data
+    stream = data.streaming.enabled and frame is None if stream is None else stream
+    if frame is not None:
+        rows: RowSource = FrameSource(frame, "frame")
+    elif data.path is None:
+        raise ValueError("data.path is not set: give a CSV/Parquet file, folder or glob")
+    else:
+        rows = open_rows(cfg, data.path, stream)
+    split = data.split
+    plan = plan_split(rows, split, cfg.schema.timestamp if split.method == "temporal" else None,
+                      valid_fraction=0.0 if data.valid_path else split.valid_fraction,
+                      test_fraction=0.0 if data.test_path else split.test_fraction,
+                      bins=data.streaming.histogram_bins)
+    names = {s: f"{s} split of {data.path or 'the frame'}" for s in SPLITS}
+    parts: dict[str, RowSource | None] = {}
+    for s in SPLITS:
+        if not plan.rows.get(s):
+            parts[s] = None
+        elif rows.in_memory:  # one frame per split, cut once
+            parts[s] = FrameSource(next(rows.chunks(where=plan.where(s))).reset_index(drop=True), names[s])
+        else:
+            parts[s] = FilteredSource(rows, plan.where(s), names[s], plan.rows[s])
+    for s, path in (("valid", data.valid_path), ("test", data.test_path)):
+        if path:
+            parts[s], names[s] = open_rows(cfg, path, stream), f"{s} ({path})"
+    assert parts["train"] is not None
+    return DataSplits(parts["train"], parts["valid"], parts["test"], plan, names)
+
+
+def load_splits(cfg: RunConfig, frame: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """``data_splits`` read into memory: {"train", "valid", "test"} DataFrames (empty where a split has no rows)."""
+    splits = data_splits(cfg, frame, stream=False)
+    out = {}
+    for s in SPLITS:
+        src = splits.get(s)
+        out[s] = pd.concat(list(src.chunks()), ignore_index=True) if src is not None else pd.DataFrame(
+            columns=splits.train.columns)
+    return out
 
 
 def train_and_evaluate(
@@ -68,65 +126,45 @@ def train_and_evaluate(
     log: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
     dist_ctx: DistContext | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> tuple[CTRPipeline, dict[str, Any]]:
     """Train on the train split, early-stop on valid, evaluate on test, save the artifact with ``metrics.json``.
 
-    With ``cfg.data.streaming.enabled`` the data is streamed from Parquet (``camoe.streaming``). Under data
-    parallelism (``dist_ctx`` with P ranks) every rank trains; only rank 0 evaluates on test and writes the artifact
-    (the other ranks return empty metrics).
+    Under data parallelism (``dist_ctx`` with P ranks) every rank trains; only rank 0 evaluates and writes the
+    artifact (the other ranks return empty metrics).
+
+    Args:
+        announce: receives one-line messages before training (the split's cut points), e.g. ``print``.
 
     Returns:
-        (fitted pipeline, metrics with keys ``test`` and ``valid``; ``test`` also written to
+        (fitted pipeline, metrics with keys ``valid`` / ``test`` and ``split``; ``test`` also written to
         ``<output_dir>/metrics.json``).
     """
     ctx = dist_ctx or DistContext()
     out = Path(output_dir or cfg.output_dir)
-    if cfg.data.streaming.enabled and frame is None:
-        return _train_and_evaluate_streaming(cfg, out, progress, log, resume, ctx)
-    splits = load_splits(cfg, frame)
+    splits = data_splits(cfg, frame)
+    if announce is not None and ctx.is_main:
+        announce(splits.plan.describe())
     pipe = CTRPipeline(cfg)
-    for name, rows in splits.items():  # fail on bad labels / formats in any split before training, not after
-        pipe.check_rows(rows, _source(cfg, name))
-    pipe = pipe.fit(splits["train"], splits["valid"], progress=progress, log=log,
-                    checkpoint_path=out / "checkpoints" / "last.pt", resume=resume, dist_ctx=ctx,
-                    sources={name: _source(cfg, name) for name in ("train", "valid")})
+    pipe.fit(splits.train, splits.valid, progress=progress, log=log, checkpoint_path=out / "checkpoints" / "last.pt",
+             resume=resume, dist_ctx=ctx, sources=splits.names,
+             also_check=[(splits.test, splits.names["test"])] if splits.test is not None else [])
     if not ctx.is_main:
         return pipe, {}
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"split": splits.plan.to_dict()}
     for split in ("valid", "test"):
-        if len(splits[split]):
-            metrics[split] = pipe.evaluate(splits[split], split=split, source=_source(cfg, split))
-    assert pipe.train_result_ is not None
-    summary = {**metrics.get("test", {}), "gates": pipe.diagnostics_,
-               "train": {"rows": len(splits["train"]), "best_step": pipe.train_result_.best_step,
-                         "rows_per_s": pipe.train_result_.rows_per_s}}
-    pipe.save(out, metrics=summary)
-    return pipe, metrics
-
-
-def _train_and_evaluate_streaming(
-    cfg: RunConfig, out: Path, progress: bool, log: Callable[[dict[str, Any]], None] | None, resume: bool,
-    ctx: DistContext,
-) -> tuple[CTRPipeline, dict[str, Any]]:
-    from camoe.streaming import StreamSplits, evaluate_stream, fit_stream
-
-    splits = StreamSplits(cfg)
-    pipe = fit_stream(cfg, splits, progress=progress, log=log, checkpoint_path=out / "checkpoints" / "last.pt",
-                      resume=resume, dist_ctx=ctx)
-    if not ctx.is_main:
-        return pipe, {}
-    metrics: dict[str, Any] = {}
-    for split in ("valid", "test"):
-        if splits.rows(split):
-            try:
-                metrics[split] = evaluate_stream(pipe, splits, split)
-            except ValueError as err:  # bad rows in a split read only now: keep the trained model
-                pipe.save(out)
-                raise ValueError(f"{err}\n(the trained model was saved to {out} before this error; fix the rows and "
-                                 f"run `camoe evaluate {out} --split {split}`)") from None
-    assert pipe.train_result_ is not None
-    summary = {**metrics.get("test", {}),
-               "train": {"rows": getattr(pipe, "train_rows_", None), "best_step": pipe.train_result_.best_step,
-                         "rows_per_s": pipe.train_result_.rows_per_s, "streaming": True}}
-    pipe.save(out, metrics=summary)
+        rows = splits.get(split)
+        if rows is None:
+            continue
+        try:
+            metrics[split] = pipe.evaluate(rows, split=split, source=splits.names[split])
+        except ValueError as err:  # bad feature values in a split read only now: keep the trained model
+            pipe.save(out, manifest={"split": splits.plan.to_dict()})
+            raise ValueError(f"{err}\n(the trained model was saved to {out} before this error; fix the rows and "
+                             f"run `camoe evaluate {out} --split {split}`)") from None
+    assert pipe.train_result_ is not None and pipe.format_counts_ is not None
+    summary = {**metrics.get("test", {}), "split": splits.plan.to_dict(), "gates": pipe.diagnostics_,
+               "train": {"rows": pipe.format_counts_.total, "best_step": pipe.train_result_.best_step,
+                         "rows_per_s": pipe.train_result_.rows_per_s, "streaming": not splits.train.in_memory}}
+    pipe.save(out, metrics=summary, manifest={"split": splits.plan.to_dict()})
     return pipe, metrics

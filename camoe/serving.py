@@ -7,9 +7,9 @@
     GET  /v1/metadata  schema, formats, tasks, version
     GET  /metrics      Prometheus: request count by endpoint and status, latency histogram
 
-Each candidate row = context features overridden by the candidate's own; the columns are encoded by the
-pipeline's ``FeatureEncoder`` (the code used in training, fed {column: values} instead of a DataFrame) and scored by their own task head, so a candidate's pCTR never
-depends on the other candidates. Errors: a malformed body, a wrong type or an unknown format -> 422 naming the
+Each candidate row = context features overridden by the candidate's own; the columns go through the artifact's
+``Scorer`` (the encoder used in training, fed {column: values} instead of a DataFrame, then the model's own task
+head, the downsampling correction and the calibration), so a candidate's pCTR never depends on the other candidates. Errors: a malformed body, a wrong type or an unknown format -> 422 naming the
 field (unknown formats list the known ones); a body over ``max_body_bytes`` -> 413; too many candidates -> 422.
 """
 
@@ -19,7 +19,6 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from camoe.artifact import schema_fingerprint
 from camoe.version import __version__
-from camoe.pipeline import CTRPipeline
+from camoe.scoring import Scorer
 
 __all__ = ["ScoreRequest", "create_app", "wait_until_healthy"]
 
@@ -74,30 +73,23 @@ def _error(status: int, detail: Any) -> Response:
     return Response(json.dumps({"detail": detail}), status_code=status, media_type="application/json")
 
 
-def create_app(
-    pipe: CTRPipeline, max_body_bytes: int = 1_000_000, max_candidates: int = 1000, scorer: Any | None = None
-) -> FastAPI:
-    """Build the service around a fitted pipeline.
+def create_app(scorer: Scorer, max_body_bytes: int = 1_000_000, max_candidates: int = 1000) -> FastAPI:
+    """Build the service around a model's scorer.
 
     Args:
-        pipe: fitted ``CTRPipeline`` (``CTRPipeline.load(artifact)``).
+        scorer: the artifact's ``Scorer`` (``CTRPipeline.load(artifact).scorer("onnx")``, or ``"torch"``).
         max_body_bytes: larger request bodies get 413 (checked on the Content-Length header, and while reading a
             body sent without one).
         max_candidates: more candidates in one request get 422.
-        scorer: object with ``predict_proba(columns, source)`` (e.g. ``camoe.export.OnnxScorer``); default the
-            eager pipeline.
 
     The scoring endpoint parses and validates the body with pydantic-core straight from bytes and computes on the
     event loop (no thread hop): scoring is CPU-bound and short, so one worker process serves requests in order and
     more throughput comes from more worker processes (``uvicorn --workers``), not threads.
     """
-    if pipe.layout_ is None or pipe.encoder_ is None:
-        raise RuntimeError("create_app needs a fitted pipeline")
-    layout, schema = pipe.layout_, pipe.config.schema
+    layout, schema = scorer.layout, scorer.schema
     feature_names = {f.name for f in schema.features}
     known_formats = set(layout.formats)
-    score_fn = (scorer or pipe).predict_proba
-    version = f"camoe-{__version__}+schema.{schema_fingerprint(pipe.encoder_.state_dict())[:12]}"
+    version = f"camoe-{__version__}+schema.{schema_fingerprint(scorer.encoder.state_dict())[:12]}"
     registry = CollectorRegistry()
     requests = Counter("camoe_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
     latency = Histogram("camoe_request_latency_seconds", "request latency (s)", ["endpoint"], registry=registry,
@@ -188,13 +180,12 @@ def create_app(
                     return _error(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
                 columns[name][i] = value  # the candidate's own value overrides the context's
         try:  # {column: N values}: encoded by the training encoder without building a DataFrame
-            pctr = np.asarray(score_fn(columns, "request"), dtype=np.float64)
+            result = scorer.score(columns, "request")
         except ValueError as err:
             return _error(422, str(err))
         scores = [{"format": c.format, "task": layout.format_to_task[c.format], "pctr": float(p)}
-                  for c, p in zip(body.candidates, pctr)]
-        encoded = pipe.last_encoding_
-        oov = {k: v for k, v in encoded.oov_counts.items() if v} if encoded is not None else {}
+                  for c, p in zip(body.candidates, result.pctr)]
+        oov = result.quality.to_dict(nonzero=True)["out_of_vocabulary"]
         body_out = json.dumps({"model_version": version, "scores": scores, "out_of_vocabulary": oov},
                               allow_nan=False)  # never invalid JSON
         return Response(body_out, media_type="application/json")

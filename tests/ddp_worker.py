@@ -4,8 +4,9 @@
 
 MODE ``match``: train on the synthetic log with ``config()`` (rank r takes rows r::2 of each global batch); rank 0
 writes test-split pCTRs and the loss history to OUT_DIR/result.json.
-MODE ``b21``: case B21; rank 0 trains on the two display rows only, rank 1 on the audio and video rows, 3 steps;
-every rank writes its final weights to OUT_DIR/weights_<rank>.pt.
+MODE ``b21``: case B21; the global batch is ordered (display, audio, display, video), so rank 0's share (rows 0::2)
+holds the two display rows only and rank 1's the audio and video rows; 3 steps; every rank writes its final weights
+to OUT_DIR/weights_<rank>.pt.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import torch
 
 import camoe
 from camoe.batch import Batch
+from camoe.data.batches import RowEncoder
 from camoe.data.encoders import FeatureEncoder
 from camoe.grouping import build_task_layout
 from camoe.model import build_model
 from camoe.training.distributed import init_distributed
-from camoe.training.trainer import train_model
+from camoe.training.trainer import Trainer
 
 B20_CSV = """ts,user_id,ad_id,format,device,interests,bid_price,dwell_sec,click
 1700000000,u1,a1,display,ios,music,0.5,10,1
@@ -65,7 +67,7 @@ def match_run(dist_ctx: Any = None) -> dict[str, Any]:
 
 
 class ListStream:
-    """A BatchStream that yields the same batches every epoch (each rank its own)."""
+    """Training data that yields the same global batches every epoch."""
 
     def __init__(self, batches: list[Batch], format_rows: np.ndarray, format_clicks: np.ndarray) -> None:
         self._batches, self.format_rows, self.format_clicks = batches, format_rows, format_clicks
@@ -79,21 +81,19 @@ class ListStream:
 
 
 def b21_setup() -> tuple[Any, Any, Any, Any]:
-    """Model, layout, config and the encoded B20 rows (display rows first)."""
+    """Model, layout, config and the encoded B20 rows as one global batch (display, audio, display, video)."""
     cfg = camoe.load_config({
         "schema": {"features": B21_FEATURES}, "formats": FORMATS,
         "model": {"embedding_dim": 4, "num_experts": 3, "expert_hidden": [8], "tower_hidden": [4]},
         "train": {"batch_size": 4, "epochs": 3, "learning_rate": 0.01, "lr_schedule": "constant"},
     })
     frame = pd.read_csv(io.StringIO(B20_CSV))
-    pipe = camoe.CTRPipeline(cfg)
-    pipe.format_attributes_ = FORMATS
-    pipe.layout_ = build_task_layout(cfg.grouping, FORMATS)
-    pipe.encoder_ = FeatureEncoder(cfg.schema).fit(frame)
-    batch = pipe.encode(frame, "B20 rows")
+    layout = build_task_layout(cfg.grouping, FORMATS)
+    encoder = FeatureEncoder(cfg.schema).fit(frame)
+    batch = RowEncoder(encoder, layout, cfg.schema)(frame.iloc[[0, 2, 1, 3]], "B20 rows").batch
     torch.manual_seed(0)
-    model = build_model(cfg.model, pipe.encoder_.input_spec_, len(pipe.layout_.tasks))
-    return model, pipe.layout_, cfg, batch
+    model = build_model(cfg.model, encoder.input_spec_, len(layout.tasks))
+    return model, layout, cfg, batch
 
 
 def b21_stats(layout: Any, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +112,8 @@ def main() -> None:
             (out / "result.json").write_text(json.dumps(result))
     elif mode == "b21":
         model, layout, cfg, batch = b21_setup()
-        rows, clicks = b21_stats(layout, batch)  # the whole log's counts, as a real stream's first pass gives
-        mine = batch.select(slice(0, 2)) if ctx.rank == 0 else batch.select(slice(2, 4))  # display | audio+video
-        stream = ListStream([mine], rows, clicks)
-        result = train_model(model, stream, layout.mask, layout.tasks, cfg.train, dist_ctx=ctx)
+        rows, clicks = b21_stats(layout, batch)
+        result = Trainer(model, layout.mask, layout.tasks, cfg.train, ctx=ctx).fit(ListStream([batch], rows, clicks))
         torch.save({"state": model.state_dict(), "steps": result.steps, "history": result.history},
                    out / f"weights_{ctx.rank}.pt")
     else:

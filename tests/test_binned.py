@@ -7,12 +7,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import camoe
 from camoe.evaluation.binned import NUM_BUCKETS, BinnedMetrics, score_buckets
 from camoe.evaluation.metrics import UndefinedMetricWarning, binary_metrics, evaluate_groups
-from camoe.streaming import StreamSplits, evaluate_stream, fit_stream
+from camoe.run import data_splits
+from camoe.scoring import evaluate_source
 
 EXACT = ("rows", "positives", "ctr", "mean_pctr", "logloss", "ne", "calibration_ratio")
 
@@ -150,7 +152,7 @@ def test_binned_update_refuses_bad_values_naming_the_source() -> None:
         assert not checked.binned and checked.logloss_sum.sum() == 0
 
 
-def test_evaluate_stream_matches_in_memory_evaluate_on_the_same_rows(tmp_path: Path) -> None:
+def test_histogram_metrics_of_a_streamed_split_stay_within_tolerance_of_exact_ones(tmp_path: Path) -> None:
     for shard in range(2):
         camoe.generate_log(camoe.SyntheticConfig(rows=8_000, seed=7), shard=shard, num_shards=2).to_parquet(
             tmp_path / f"part-{shard}.parquet", index=False)
@@ -159,18 +161,20 @@ def test_evaluate_stream_matches_in_memory_evaluate_on_the_same_rows(tmp_path: P
         "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
         "train": {"epochs": 3, "batch_size": 256, "learning_rate": 0.01},  # trained enough to spread the scores
     })
-    splits = StreamSplits(cfg)
+    splits = data_splits(cfg)
+    assert splits.test is not None and not splits.test.in_memory
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        pipe = fit_stream(cfg, splits)
-        streamed = evaluate_stream(pipe, splits, "test")
-        dataset, flt = splits.parts["test"]
-        in_memory = pipe.evaluate(dataset.to_table(filter=flt).to_pandas(), split="test")
+        pipe = camoe.CTRPipeline(cfg).fit(splits.train, splits.valid)
+        streamed = evaluate_source(pipe.scorer(), splits.test, "test", attributes=pipe.format_attributes_,
+                                   exact_max_rows=0)  # histograms from the first record batch
+        in_memory = pipe.evaluate(pd.concat(list(splits.test.chunks())), split="test")  # exact: under the budget
+    assert streamed["metric_precision"].startswith("score histograms") and in_memory["metric_precision"] == "exact (per row)"
     assert streamed["formats"].keys() == in_memory["formats"].keys() and streamed["oov"] == in_memory["oov"]
     for section in ("formats", "tasks", "modality"):
         for name, exact in in_memory[section].items():
             got = streamed[section][name]
             for key in EXACT:
                 assert got[key] == pytest.approx(exact[key], rel=1e-6, nan_ok=True), (section, name, key)
-            for key in ("auc_pr", "auc_roc", "oracle_auc_pr", "ece"):  # a few hundred rows per format
-                assert got[key] == pytest.approx(exact[key], abs=2e-3, nan_ok=True), (section, name, key)
+            for key in ("auc_pr", "auc_roc", "oracle_auc_pr", "ece"):  # a few hundred rows per format: ties in a bucket move AUC-PR by a few 1e-3
+                assert got[key] == pytest.approx(exact[key], abs=5e-3, nan_ok=True), (section, name, key)

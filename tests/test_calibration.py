@@ -13,7 +13,6 @@ from sklearn.linear_model import LogisticRegression
 
 import camoe
 from camoe.calibration import PosthocCalibration
-from camoe.export import OnnxScorer, export_onnx
 from camoe.serving import create_app
 
 
@@ -55,19 +54,19 @@ def test_artifact_calibration_applies_in_eager_onnx_and_service(make_config, b04
     assert all(m["calibration_ratio"] == pytest.approx(1.0) for m in tasks.values())
     loaded = camoe.CTRPipeline.load(pipe.save(tmp_path / "iso"))
     np.testing.assert_array_equal(loaded.predict_proba(b04_rows), calibrated)
-    # Platt (smooth, so float32 ONNX vs float64 eager stay within 1e-5; 8-row isotonic steps are too steep)
+    # Platt through ONNX and the service: the same scoring head, the same stored map
     calibrated = pipe.calibrate(b04_rows, "platt", "b04").predict_proba(b04_rows)
     loaded = camoe.CTRPipeline.load(pipe.save(tmp_path / "platt"))
     np.testing.assert_array_equal(loaded.predict_proba(b04_rows), calibrated)
-    onnx = OnnxScorer(loaded, export_onnx(loaded, tmp_path / "onnx"))
-    np.testing.assert_allclose(onnx.predict_proba(b04_rows), calibrated, atol=1e-5)
-    client = TestClient(create_app(loaded, scorer=onnx))
+    onnx = loaded.scorer("onnx")
+    np.testing.assert_allclose(onnx.score(b04_rows).pctr, calibrated, atol=1e-6)
+    client = TestClient(create_app(onnx))
     row = b04_rows.iloc[0]
     body = {"candidates": [{"format": row["format"], "user_id": row["user_id"], "ad_id": row["ad_id"],
                             "device": row["device"], "interests": row["interests"].split("|"),
                             "bid_price": float(row["bid_price"]), "dwell_sec": int(row["dwell_sec"])}]}
     served = client.post("/v1/score", json=body).json()["scores"][0]["pctr"]
-    assert served == pytest.approx(calibrated[0], abs=1e-5)
+    assert served == pytest.approx(calibrated[0], abs=1e-6)
 
 
 def test_cli_calibrate_updates_the_artifact(make_config, b04_rows, tmp_path) -> None:

@@ -63,7 +63,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert ck.is_file() and not (tmp_path / "killed" / "manifest.json").exists()  # killed before finishing
-    saved_step = torch.load(ck, weights_only=True)["step"]
+    saved_step = camoe.training.Checkpoint.load(ck).state.step
     assert saved_step > 0 and saved_step % 20 == 0
     out = subprocess.run([*cmd, str(tmp_path / "killed"), "--resume"], check=True, capture_output=True, text=True,
                          timeout=300).stdout

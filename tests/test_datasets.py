@@ -161,13 +161,13 @@ def test_dataframe_source_is_copied() -> None:
 
 
 # ----------------------------------------------------------------------------- split
-def test_temporal_split_orders_by_time() -> None:
+def test_temporal_split_puts_the_earliest_rows_in_train_and_the_latest_in_test() -> None:
     frame = pd.DataFrame({"ts": [5, 1, 4, 2, 3, 9, 8, 7, 6, 10], "x": range(10)})
     cfg = camoe.config.SplitConfig(method="temporal", valid_fraction=0.2, test_fraction=0.3)
     splits = camoe.split_frame(frame, cfg, "ts")
-    assert splits["train"]["ts"].tolist() == [1, 2, 3, 4, 5]
-    assert splits["valid"]["ts"].tolist() == [6, 7]
-    assert splits["test"]["ts"].tolist() == [8, 9, 10]
+    assert splits["train"]["ts"].tolist() == [5, 1, 4, 2, 3]  # rows keep their order inside a split
+    assert sorted(splits["valid"]["ts"]) == [6, 7]
+    assert sorted(splits["test"]["ts"]) == [8, 9, 10]
 
 
 def test_temporal_split_errors_name_the_column() -> None:

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 
-from camoe.training.trainer import train_model  # noqa: E402
+from camoe.training.trainer import Trainer  # noqa: E402
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 
@@ -55,7 +55,7 @@ def test_b21_rank_without_some_tasks_trains_and_ranks_agree(tmp_path: Path) -> N
     assert w0["steps"] == w1["steps"] == 3
     model, layout, cfg, batch = ddp_worker.b21_setup()
     rows, clicks = ddp_worker.b21_stats(layout, batch)
-    train_model(model, ddp_worker.ListStream([batch], rows, clicks), layout.mask, layout.tasks, cfg.train)
+    Trainer(model, layout.mask, layout.tasks, cfg.train).fit(ddp_worker.ListStream([batch], rows, clicks))
     for name, value in model.state_dict().items():
         torch.testing.assert_close(w0["state"][name], w1["state"][name], rtol=0, atol=0, msg=name)
         torch.testing.assert_close(w0["state"][name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -71,8 +71,8 @@ def test_b09_pipeline_scores_unseen_row_with_finite_pctr_and_reports_oov(make_co
     pctr = pipe.predict_proba(score)
     assert pctr.shape == (1,)
     assert np.isfinite(pctr).all() and 0 < pctr[0] < 1
-    assert pipe.last_encoding_ is not None
-    assert pipe.last_encoding_.oov_counts == {"user_id": 1, "ad_id": 1, "device": 1, "interests": 1}
+    assert pipe.scorer().score(score).quality.out_of_vocabulary == {"user_id": 1, "ad_id": 1, "device": 1,
+                                                                    "interests": 1}
     metrics = pipe.evaluate(pd.concat([b04_rows, score], ignore_index=True))
     assert metrics["oov"] == {"user_id": 1, "ad_id": 1, "device": 1, "interests": 1}
 

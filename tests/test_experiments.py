@@ -27,7 +27,7 @@ from camoe.experiments import (
 )
 from camoe.model import MODELS, build_model
 from camoe.schema import InputSpec
-from camoe.training.sampling import balanced_order, row_groups
+from camoe.data.sampling import balanced_order, row_groups
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -284,10 +284,10 @@ def test_b24_declared_sampling_rate_is_stored_and_applied_once(tmp_path: Path) -
                              "ts")["test"]
     saved = np.load(run_dir / "predictions.npz")["test"]
     np.testing.assert_allclose(pipe.predict_proba(test), saved, rtol=0, atol=1e-12)
-    from camoe.training.trainer import predict_logits
-
     batch = pipe.encode(test, "test", labels=False)
-    own = np.take_along_axis(predict_logits(pipe.model_, batch),
+    with torch.no_grad():
+        logits = pipe.model_(batch.cat_ids, batch.multi_ids, batch.dense).logits.numpy()
+    own = np.take_along_axis(logits,
                              pipe.layout_.format_task_index[batch.format_ids.numpy()][:, None], axis=1)[:, 0]
     raw = 1.0 / (1.0 + np.exp(-own.astype(np.float64)))
     np.testing.assert_allclose(saved, camoe.correct_downsampling(raw, 0.2), rtol=0, atol=1e-9)  # once, not twice

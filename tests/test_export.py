@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import camoe
-from camoe.export import OnnxScorer, export_onnx
+from camoe.export import export_folder
 
 SCORING = """ts,user_id,ad_id,format,device,interests,bid_price,dwell_sec,click
 1700000200,u999,a999,audio,smart_tv,podcasts,0.5,5,0
@@ -29,14 +29,14 @@ def test_b22_onnx_matches_eager(
     pipe = camoe.CTRPipeline(make_config(train={"epochs": 2, "batch_size": 4, "negative_sampling_rate": rate}))
     pipe.fit(b04_rows)
     loaded = camoe.CTRPipeline.load(pipe.save(tmp_path / "model"))
-    scorer = OnnxScorer(loaded, export_onnx(loaded, tmp_path / "onnx"))
+    scorer = loaded.scorer("onnx")
     frame = rows(SCORING)
     for batch in (frame.iloc[:1], frame):  # batch sizes 1 and 5 through one exported graph
         eager = loaded.predict_proba(batch)
-        onnx = scorer.predict_proba(batch)
-        assert onnx.shape == eager.shape and np.isfinite(onnx).all()
-        np.testing.assert_allclose(onnx, eager, rtol=0, atol=1e-5)
-    assert loaded.last_encoding_.oov_counts["device"] == 1  # same encoder, same OOV handling
+        scores = scorer.score(batch)
+        assert scores.pctr.shape == eager.shape and np.isfinite(scores.pctr).all()
+        np.testing.assert_allclose(scores.pctr, eager, rtol=0, atol=1e-6)
+    assert scores.quality.out_of_vocabulary["device"] == 1  # same encoder, same OOV handling
 
 
 def test_export_folder_holds_the_encoder_state_and_task_layout(make_config, b04_rows, tmp_path) -> None:
@@ -45,7 +45,7 @@ def test_export_folder_holds_the_encoder_state_and_task_layout(make_config, b04_
     from camoe.data.encoders import FeatureEncoder
 
     pipe = camoe.CTRPipeline(make_config(train={"epochs": 1})).fit(b04_rows)
-    export_onnx(pipe, tmp_path / "onnx")
+    export_folder(pipe, tmp_path / "onnx")
     assert {p.name for p in (tmp_path / "onnx").iterdir()} >= {"model.onnx", "inputs.json", "encoder.json", "tasks.json"}
     encoder = FeatureEncoder.from_state(pipe.config.schema, json.loads((tmp_path / "onnx" / "encoder.json").read_text()))
     np.testing.assert_array_equal(encoder.transform(b04_rows).cat_ids, pipe.encoder_.transform(b04_rows).cat_ids)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import camoe
+from camoe.pipeline import gate_diagnostics
 from camoe.model import MODELS
 
 
@@ -47,6 +48,6 @@ def test_b05_gate_diagnostics_report_and_warn(
         pipe.model_.gates.proj.bias.zero_()
     batch = pipe.encode(b04_rows, "train")
     with pytest.warns(UserWarning, match="identical weights"):
-        forced = pipe._gate_diagnostics(batch)
+        forced = gate_diagnostics(pipe.model_, pipe.layout_, [batch])
     assert (0, 1) in forced["identical_experts"]
     assert any("exactly uniform" in w for w in forced["warnings"])

@@ -142,7 +142,7 @@ def service() -> TestClient:
     cfg = base_config_dict()
     cfg["train"]["epochs"] = 1
     pipe = camoe.CTRPipeline(camoe.load_config(cfg)).fit(parse_csv(B04_CSV))
-    return TestClient(create_app(pipe, max_body_bytes=20_000, max_candidates=50), raise_server_exceptions=False)
+    return TestClient(create_app(pipe.scorer(), max_body_bytes=20_000, max_candidates=50), raise_server_exceptions=False)
 
 
 @SETTINGS

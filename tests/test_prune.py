@@ -12,7 +12,6 @@ import torch
 
 import camoe
 from camoe.config import ConfigError
-from camoe.export import OnnxScorer, export_onnx
 from camoe.model import build_model
 from camoe.prune import prune_pipeline, select_experts
 
@@ -73,10 +72,10 @@ def test_pruned_artifact_round_trip_and_onnx_parity(fitted, b04_rows, tmp_path) 
     loaded = camoe.CTRPipeline.load(folder)
     expected = pruned.predict_proba(b04_rows)
     assert np.array_equal(loaded.predict_proba(b04_rows), expected)
-    scorer = OnnxScorer(loaded, export_onnx(loaded, tmp_path / "onnx"))
+    scorer = loaded.scorer("onnx")
     for rows in (b04_rows, b04_rows.iloc[[0]], b04_rows.iloc[[3]], b04_rows[b04_rows.format == "video"]):
         # batches with all tasks, one row, one format: only the present tasks' experts run, scores unchanged
-        np.testing.assert_allclose(scorer.predict_proba(rows), expected[rows.index.to_numpy()], atol=1e-5)
+        np.testing.assert_allclose(scorer.score(rows).pctr, expected[rows.index.to_numpy()], atol=1e-6)
 
 
 def test_models_that_own_their_experts_are_refused(make_config, b04_rows) -> None:

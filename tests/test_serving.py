@@ -23,7 +23,7 @@ CANDIDATES = [
 @pytest.fixture
 def client(make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame) -> TestClient:
     pipe = camoe.CTRPipeline(make_config(train={"epochs": 1, "batch_size": 4})).fit(b04_rows)
-    return TestClient(create_app(pipe, max_body_bytes=5_000, max_candidates=50))
+    return TestClient(create_app(pipe.scorer(), max_body_bytes=5_000, max_candidates=50))
 
 
 def test_score_happy_path_matches_batch_scoring(client: TestClient, make_config: Callable[..., camoe.RunConfig]) -> None:
@@ -125,7 +125,7 @@ def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_p
 
 def test_abuse_gets_4xx_never_5xx(make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame) -> None:
     pipe = camoe.CTRPipeline(make_config(train={"epochs": 1, "batch_size": 4})).fit(b04_rows)
-    client = TestClient(create_app(pipe), raise_server_exceptions=False)  # default limits: 1 MB, 1000 candidates
+    client = TestClient(create_app(pipe.scorer()), raise_server_exceptions=False)  # default limits: 1 MB, 1000 candidates
     r = client.post("/v1/score", json={"candidates": [{"format": "audio"}] * 10_000})
     assert r.status_code == 422 and "max_candidates=1000" in r.text
     r = client.post("/v1/score", json={"candidates": [{"format": "audio", "ad_id": "x" * 100}] * 10_000})

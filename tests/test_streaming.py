@@ -1,4 +1,4 @@
-"""Streaming Parquet input: timestamp-filter split, streaming encoder fit, bounded shuffle buffer, rank shards, and
+"""Streaming Parquet input: the split on a Parquet source, the chunked encoder fit, the bounded shuffle buffer, and
 the CLI round trip (generate --shards, train / evaluate / predict with data.streaming.enabled)."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import torch
 import camoe
 from camoe.batch import Batch
 from camoe.cli import main
-from camoe.config import StreamingConfig
-from camoe.data.encoders import FeatureEncoder
-from camoe.data.streaming import ParquetBatchStream, StreamingFit, open_dataset, split_filter, temporal_bounds
-from camoe.pipeline import _format_names, _labels
-from camoe.streaming import StreamSplits
+from camoe.config import SplitConfig
+from camoe.data.batches import BatchStream
+from camoe.data.encoders import EncoderFit, FeatureEncoder
+from camoe.data.sources import ParquetSource
+from camoe.data.split import plan_split
+from camoe.run import data_splits
 
 
 @pytest.fixture(scope="module")
@@ -46,52 +47,41 @@ def test_sharded_log_shares_users_and_is_reproducible(shards: Path) -> None:
     assert set(parts[0]["user_id"]) & set(parts[2]["user_id"])  # one user population across shards
 
 
-def test_temporal_bounds_split_rows_by_timestamp_with_fractions(shards: Path) -> None:
-    dataset = open_dataset(sorted(shards.glob("*.parquet")))
-    bounds = temporal_bounds(dataset, "ts", 0.1, 0.2, bins=1 << 20, read_rows=1000)
-    counts = {k: dataset.count_rows(filter=split_filter(dataset, "ts", b)) for k, b in bounds.items()}
-    assert sum(counts.values()) == 9000
+def test_split_of_a_parquet_source_has_the_fractions_and_keeps_time_order(shards: Path) -> None:
+    source = ParquetSource(shards, read_batch_rows=1000)
+    plan = plan_split(source, SplitConfig(valid_fraction=0.1, test_fraction=0.2), "ts")
+    counts = {s: sum(len(c) for c in source.chunks(["ts"], plan.where(s))) for s in ("train", "valid", "test")}
+    assert counts == plan.rows and sum(counts.values()) == 9000
     assert abs(counts["test"] - 1800) <= 5 and abs(counts["valid"] - 900) <= 5
-    train_ts = dataset.to_table(columns=["ts"], filter=split_filter(dataset, "ts", bounds["train"]))["ts"]
-    valid_ts = dataset.to_table(columns=["ts"], filter=split_filter(dataset, "ts", bounds["valid"]))["ts"]
-    assert max(train_ts.to_pylist()) < min(valid_ts.to_pylist())
+    train_ts = pd.concat(source.chunks(["ts"], plan.where("train")))["ts"]
+    valid_ts = pd.concat(source.chunks(["ts"], plan.where("valid")))["ts"]
+    assert train_ts.max() < valid_ts.min()
 
 
-def test_streaming_encoder_fit_equals_in_memory_fit(shards: Path) -> None:
+def test_chunked_encoder_fit_equals_in_memory_fit_exactly(shards: Path) -> None:
     cfg = _cfg(shards)
     frame = pd.concat([pd.read_parquet(f) for f in sorted(shards.glob("*.parquet"))], ignore_index=True)
-    fit = StreamingFit(cfg.schema)
+    fit = EncoderFit(cfg.schema)
     for start in range(0, len(frame), 700):  # uneven record batches
-        part = frame.iloc[start : start + 700]
-        fit.add(part, _format_names(part, "format", "t"), _labels(part, "click", "t"), "t")
-    streamed, whole = fit.encoder(), FeatureEncoder(cfg.schema).fit(frame)
-    assert streamed.vocab_ == whole.vocab_
-    for name in whole.mean_:
-        assert streamed.mean_[name] == pytest.approx(whole.mean_[name], rel=1e-9, abs=1e-12)
-        assert streamed.std_[name] == pytest.approx(whole.std_[name], rel=1e-9)
-    assert fit.format_rows_ == frame["format"].value_counts().to_dict()
-    assert sum(fit.format_clicks_.values()) == frame["click"].sum()
+        fit.add(frame.iloc[start : start + 700], "t")
+    assert fit.encoder().state_dict() == FeatureEncoder(cfg.schema).fit(frame).state_dict()
 
 
 def test_vocab_feature_over_distinct_limit_names_feature_and_hash(shards: Path) -> None:
     cfg = camoe.load_config({"schema": {"features": [{"name": "user_id", "type": "categorical"}]}})
     frame = pd.read_parquet(next(shards.glob("*.parquet")))
-    fit = StreamingFit(cfg.schema, max_distinct_values=50)
     with pytest.raises(ValueError, match="'user_id'.*encoding: hash"):
-        fit.add(frame, _format_names(frame, "format", "t"), _labels(frame, "click", "t"), "t")
+        EncoderFit(cfg.schema, max_distinct_values=50).add(frame, "t")
 
 
-def _identity_stream(folder: Path, buffer: int, rank: int = 0, world: int = 1) -> ParquetBatchStream:
+def _identity_stream(folder: Path, buffer: int) -> BatchStream:
     def encode(frame: pd.DataFrame) -> Batch:
         n = len(frame)
         ts = torch.from_numpy(frame["ts"].to_numpy(np.int64, copy=True))
         return Batch(ts.view(-1, 1), torch.zeros(n, 0, 1, dtype=torch.long), torch.zeros(n, 0),
-                           torch.zeros(n, dtype=torch.long), torch.zeros(n))
+                     torch.zeros(n, dtype=torch.long), torch.zeros(n))
 
-    dataset = open_dataset(sorted(folder.glob("*.parquet")))
-    return ParquetBatchStream(dataset, None, ["ts"], encode, 128,
-                              StreamingConfig(shuffle_buffer_rows=buffer, read_batch_rows=500), 9000,
-                              rank=rank, world_size=world)
+    return BatchStream(ParquetSource(folder, read_batch_rows=500), encode, 128, ["ts"], shuffle_buffer_rows=buffer)
 
 
 def test_shuffle_buffer_yields_every_row_once_and_mixes_files(shards: Path) -> None:
@@ -108,19 +98,11 @@ def test_shuffle_buffer_yields_every_row_once_and_mixes_files(shards: Path) -> N
     assert torch.equal(skipped, shuffled[3 * 128 :])
 
 
-def test_rank_shards_are_disjoint_and_cover_the_data(shards: Path) -> None:
-    seen = [torch.cat([b.cat_ids.view(-1) for b in _identity_stream(shards, 1000, r, 2).batches(
-        torch.Generator().manual_seed(0))]) for r in range(2)]
-    everything = torch.cat([b.cat_ids.view(-1) for b in _identity_stream(shards, 1000).batches(None)])
-    assert sorted(torch.cat(seen).tolist()) == sorted(everything.tolist())
-    assert abs(len(seen[0]) - len(seen[1])) <= 1000  # whole record batches per rank
-
-
 def test_streaming_refuses_csv_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     camoe.generate_log(camoe.SyntheticConfig(rows=100, seed=0)).to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"log\.csv: streaming reads Parquet only"):
-        StreamSplits(_cfg(path))
+    with pytest.raises(ValueError, match=r"log\.csv: not a Parquet file"):
+        data_splits(_cfg(path))
 
 
 def test_cli_generate_shards_then_streamed_train_evaluate_predict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -168,8 +150,9 @@ def test_predict_keep_column_whose_pandas_type_changes_between_record_batches(tm
     assert pq.read_schema(out).field("campaign").type == pa.int64()
 
 
-def test_bad_rows_in_the_test_split_keep_the_trained_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Streaming reads the test split only after training: its bad rows must not throw the trained model away."""
+def test_bad_labels_in_the_test_split_stop_the_run_before_training(tmp_path: Path, capsys) -> None:
+    """Labels and formats of every split are read before training: a bad click in the test split (read last when
+    streaming) stops the run at once, naming the split and the column, instead of after hours of training."""
     log = tmp_path / "log"
     assert main(["generate", "--rows", "6000", "--shards", "1", "--output", str(log)]) == 0
     frame = pd.read_parquet(log / "part-00000.parquet")
@@ -179,7 +162,24 @@ def test_bad_rows_in_the_test_split_keep_the_trained_model(tmp_path: Path, capsy
             "--set", "model.expert_hidden=[8]"]
     assert main(["train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "test split" in err and "'click'" in err and "trained model was saved to" in err
+    assert "test split" in err and "'click'" in err
+    assert not (tmp_path / "m" / "checkpoints").exists()  # stopped before the first step
+
+
+def test_bad_feature_values_in_the_test_split_keep_the_trained_model(tmp_path: Path, capsys) -> None:
+    """Feature values are encoded only when a split is scored: a value that overflows the encoder in the test split
+    must not throw the trained model away."""
+    log = tmp_path / "log"
+    assert main(["generate", "--rows", "6000", "--shards", "1", "--output", str(log)]) == 0
+    frame = pd.read_parquet(log / "part-00000.parquet")
+    frame["ad_duration_s"] = frame["ad_duration_s"].astype("float64")
+    frame.loc[frame["ts"].idxmax(), "ad_duration_s"] = 1e300  # overflows float32 after scaling
+    frame.to_parquet(log / "part-00000.parquet", index=False)
+    sets = ["--set", f"data.path={log}", "--set", "data.streaming.enabled=true", "--set", "train.epochs=1",
+            "--set", "model.expert_hidden=[8]"]
+    assert main(["train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "test split" in err and "ad_duration_s" in err and "trained model was saved to" in err
     assert camoe.CTRPipeline.load(tmp_path / "m").predict_proba(frame.head(3)).shape == (3,)
 
 
@@ -188,6 +188,7 @@ def test_constant_timestamp_warns_that_valid_and_test_are_empty(tmp_path: Path) 
     frame = camoe.generate_log(camoe.SyntheticConfig(rows=500, seed=0))
     frame["ts"] = 1_700_000_000
     frame.to_parquet(tmp_path / "one.parquet", index=False)
-    with pytest.warns(UserWarning, match=r"leaves the valid split empty \(asked for 50 of 500 rows\).*1 distinct"):
-        splits = StreamSplits(_cfg(tmp_path))
-    assert splits.rows("train") == 500 and splits.rows("valid") == 0 and splits.rows("test") == 0
+    with pytest.warns(UserWarning, match=r"leaves the valid split empty \(asked for 50 of 500 rows\)"):
+        splits = data_splits(_cfg(tmp_path))
+    assert splits.plan.rows == {"train": 500, "valid": 0, "test": 0}
+    assert splits.valid is None and splits.test is None

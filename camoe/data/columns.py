@@ -15,12 +15,14 @@ functions, so a value means the same thing wherever it arrives. ``rows`` is a Da
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "FormatCounts",
     "Rows",
     "categorical_strings",
     "category_value",
@@ -268,3 +270,36 @@ def timestamp_values(rows: Rows, name: str, source: str = "data") -> np.ndarray:
             f"use epoch numbers or one date format (ISO 8601) for every row"
         )
     return np.asarray(values)
+
+
+@dataclass
+class FormatCounts:
+    """Rows and clicks per ad format, summed chunk by chunk (the task priors and the data checks before training).
+
+    Example:
+        >>> counts = FormatCounts()
+        >>> counts.add(np.array(["audio", "video", "audio"], dtype=object), np.array([1.0, 0.0, 0.0]))
+        >>> counts.rows, counts.clicks, counts.arrays(["video", "audio", "display"])[0].tolist()
+        ({'audio': 2, 'video': 1}, {'audio': 1.0, 'video': 0.0}, [1.0, 2.0, 0.0])
+    """
+
+    rows: dict[str, int] = field(default_factory=dict)
+    clicks: dict[str, float] = field(default_factory=dict)
+
+    def add(self, formats: np.ndarray, labels: np.ndarray) -> None:
+        """Count (N,) format names and (N,) clicks."""
+        names, inverse = np.unique(np.asarray(formats).astype(str), return_inverse=True)
+        rows = np.bincount(inverse, minlength=len(names))
+        clicks = np.bincount(inverse, weights=labels, minlength=len(names))
+        for name, r, c in zip(names.tolist(), rows.tolist(), clicks.tolist()):
+            self.rows[name] = self.rows.get(name, 0) + int(r)
+            self.clicks[name] = self.clicks.get(name, 0.0) + float(c)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+    def arrays(self, formats: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(K,) rows and (K,) clicks in ``formats`` order (0 for formats without rows)."""
+        return (np.array([self.rows.get(f, 0) for f in formats], dtype=np.float64),
+                np.array([self.clicks.get(f, 0.0) for f in formats], dtype=np.float64))

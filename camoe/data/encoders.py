@@ -50,7 +50,7 @@ from camoe.data.columns import (
 )
 from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 
-__all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "stable_hash"]
+__all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "InputQuality", "stable_hash"]
 
 _SMALL = 4096  # inputs up to this many values take the per-value lookups (scoring requests)
 HASH_KEY = "camoe-hash-v1.0."  # 16 bytes; changing it changes every hashed id
@@ -74,6 +74,35 @@ def stable_hash(values: np.ndarray, buckets: int) -> np.ndarray:
 
 
 @dataclass
+class InputQuality:
+    """What the encoder had to map, per feature: rows with an out-of-vocabulary value (values, for multi-valued
+    features) and rows with a missing value. Summed over chunks with ``add``; reported by predict, evaluate and the
+    service.
+
+    Attributes:
+        rows: rows counted.
+        out_of_vocabulary: feature -> count.
+        missing: feature -> count.
+    """
+
+    rows: int = 0
+    out_of_vocabulary: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: InputQuality) -> None:
+        """Add another chunk's counts in place."""
+        self.rows += other.rows
+        for mine, theirs in ((self.out_of_vocabulary, other.out_of_vocabulary), (self.missing, other.missing)):
+            for name, count in theirs.items():
+                mine[name] = mine.get(name, 0) + int(count)
+
+    def to_dict(self, nonzero: bool = False) -> dict[str, Any]:
+        """{"rows", "out_of_vocabulary", "missing"}; with ``nonzero`` only features with a count."""
+        pick = (lambda d: {k: v for k, v in d.items() if v}) if nonzero else dict
+        return {"rows": self.rows, "out_of_vocabulary": pick(self.out_of_vocabulary), "missing": pick(self.missing)}
+
+
+@dataclass
 class EncodedFeatures:
     """Encoded features of N rows plus what the encoder had to map.
 
@@ -93,6 +122,10 @@ class EncodedFeatures:
 
     def __len__(self) -> int:
         return int(self.cat_ids.shape[0])
+
+    @property
+    def quality(self) -> InputQuality:
+        return InputQuality(len(self), dict(self.oov_counts), dict(self.missing_counts))
 
 
 # ---------------------------------------------------------------------------------------------------- value helpers

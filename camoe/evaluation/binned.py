@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, log_loss
 
-from camoe.evaluation.metrics import _EPS, _binary_entropy, binary_metrics, group_sections
+from camoe.evaluation.metrics import PCTR_CLIP, binary_entropy, binary_metrics, group_sections
 
 __all__ = ["MANTISSA_BITS", "NUM_BUCKETS", "BinnedMetrics", "score_buckets"]
 
@@ -139,7 +139,7 @@ class BinnedMetrics:
             if tp.shape != p.shape or not (np.isfinite(tp).all() and tp.min() >= 0 and tp.max() <= 1):
                 raise ValueError(f"{source}: true click probabilities must be finite and in [0, 1]")
         fmt, y = fmt.astype(np.int64), y.astype(np.int8)
-        p_clip = np.clip(p, _EPS, 1 - _EPS)
+        p_clip = np.clip(p, PCTR_CLIP, 1 - PCTR_CLIP)
         for f in np.unique(fmt):
             sel = fmt == f
             self.logloss_sum[f] += log_loss(y[sel], p_clip[sel], labels=[0, 1], normalize=False)
@@ -199,7 +199,7 @@ class BinnedMetrics:
                              split=split)
         if out["rows"] > 0:  # exact log loss, not the bucket means'
             out["logloss"] = float(self.logloss_sum[idx].sum() / out["rows"])
-            entropy = _binary_entropy(out["ctr"])
+            entropy = binary_entropy(out["ctr"])
             out["ne"] = out["logloss"] / entropy if not np.isnan(entropy) else float("nan")
         if self.true_counts is not None and out["positives"] > 0:
             t_counts = _sum_rows(self.true_counts, idx)

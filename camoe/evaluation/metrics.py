@@ -30,7 +30,9 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 __all__ = [
     "METRIC_NAMES",
+    "PCTR_CLIP",
     "UndefinedMetricWarning",
+    "binary_entropy",
     "binary_metrics",
     "evaluate_groups",
     "expected_calibration_error",
@@ -42,7 +44,7 @@ METRIC_NAMES = (
     "rows", "positives", "ctr", "mean_pctr", "auc_pr", "auc_roc", "logloss", "ne", "ece", "calibration_ratio",
     "oracle_auc_pr",
 )
-_EPS = 1e-7
+PCTR_CLIP = 1e-7  # log loss clips pCTR to [PCTR_CLIP, 1 - PCTR_CLIP]
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -90,7 +92,13 @@ def expected_calibration_error(
     return float(np.sum(counts[nonempty] / counts.sum() * gap))
 
 
-def _binary_entropy(rate: float) -> float:
+def binary_entropy(rate: float) -> float:
+    """H(rate) = −r·log r − (1 − r)·log(1 − r) in nats; NaN outside (0, 1) (the NE denominator).
+
+    Example:
+        >>> round(binary_entropy(0.5), 6)
+        0.693147
+    """
     if rate <= 0.0 or rate >= 1.0:
         return float("nan")
     return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
@@ -150,9 +158,9 @@ def binary_metrics(
         return out
     ctr = pos / n
     out["ctr"], out["mean_pctr"] = ctr, sum_p / n
-    p_clip = np.clip(p, _EPS, 1 - _EPS)
+    p_clip = np.clip(p, PCTR_CLIP, 1 - PCTR_CLIP)
     out["logloss"] = float(log_loss(y, p_clip, labels=[0, 1], sample_weight=w))
-    entropy = _binary_entropy(ctr)
+    entropy = binary_entropy(ctr)
     out["ne"] = out["logloss"] / entropy if not math.isnan(entropy) else nan
     out["ece"] = expected_calibration_error(y, p, sample_weight=w)
     one_class = pos == 0 or pos == n

@@ -229,11 +229,11 @@ def run_experiment(
         ValueError: data problems (naming the file, column or value).
     """
     from camoe.config import load_config
-    from camoe.experiments.spec import _run_config_path
+    from camoe.experiments.spec import run_config_path
 
     say = log or (lambda _msg: None)
     exp, folder = load_experiment(path)
-    base = load_config(_run_config_path(exp, folder))
+    base = load_config(run_config_path(exp, folder))
     out = Path(output_dir or exp.output_dir or f"runs/experiments/{exp.name}")
     if quick and output_dir is None:
         out = out.with_name(out.name + "-quick")

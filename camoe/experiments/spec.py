@@ -197,7 +197,7 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
         raise ConfigError(format_validation_error(err, ExperimentConfig, f"experiment {path}")) from None
 
 
-def _run_config_path(exp: ExperimentConfig, folder: Path | None) -> Path:
+def run_config_path(exp: ExperimentConfig, folder: Path | None) -> Path:
     if exp.run_config == "demo":
         return demo_config_path()
     path = Path(exp.run_config)
@@ -222,7 +222,7 @@ def expand_configurations(
     Raises:
         ConfigError: a resulting run config is invalid (unknown model, grouping or key), naming the configuration.
     """
-    path = _run_config_path(exp, folder)
+    path = run_config_path(exp, folder)
     out: dict[str, ConfigurationSpec] = {}
     for block in exp.grid:
         groupings = ["single"] if block.training == "per_format" else (block.groupings or [None])  # type: ignore[list-item]

@@ -1,6 +1,6 @@
-"""Training: masked multi-task loss and the training loop."""
+"""Training: the masked multi-task loss, the trainer and the data-parallel context."""
 
 from camoe.training.loss import MaskedLoss, masked_bce
-from camoe.training.trainer import TrainResult, predict_logits, train_model
+from camoe.training.trainer import Checkpoint, TrainData, Trainer, TrainResult, TrainState
 
-__all__ = ["MaskedLoss", "TrainResult", "masked_bce", "predict_logits", "train_model"]
+__all__ = ["Checkpoint", "MaskedLoss", "TrainData", "TrainResult", "TrainState", "Trainer", "masked_bce"]

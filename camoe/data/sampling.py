@@ -14,36 +14,37 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["balanced_order", "row_groups"]
+__all__ = ["balanced_order", "format_groups", "row_groups"]
 
 
-def row_groups(
-    format_ids: np.ndarray,
+def format_groups(
     formats: tuple[str, ...] | list[str],
     attributes: dict[str, dict[str, str]],
     by: str,
     shares: dict[str, float] | None = None,
+    present: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Group index of every row from an attribute of its format, and the target share of each group.
+    """The group of each ad format (from one of its attributes) and the target share of each group.
 
     Args:
-        format_ids: (N,) index of each row's format in ``formats``.
         formats: the K format names.
         attributes: format -> attributes (the config's ``formats`` table).
         by: attribute to group by (``modality``), or ``format`` for one group per format.
         shares: group -> target share (normalised to sum 1); None or empty = equal shares over groups with rows.
+        present: (K,) bool, formats that have rows (default: all); groups are formed over those only.
 
     Returns:
-        (groups (N,) int64, shares (G,) float64 summing to 1, group names (G,)).
+        (group of each format (K,) int64, -1 for formats without rows; shares (G,) float64 summing to 1; group
+        names (G,)).
 
     Raises:
         ValueError: a format lacks the attribute, or ``shares`` names unknown groups or misses present ones.
 
     Example:
-        >>> g, s, names = row_groups(np.array([0, 0, 1]), ["a", "v"], {"a": {"modality": "audio"},
-        ...                          "v": {"modality": "video"}}, "modality")
-        >>> g.tolist(), s.tolist(), names
-        ([0, 0, 1], [0.5, 0.5], ['audio', 'video'])
+        >>> group, share, names = format_groups(["a", "v"], {"a": {"modality": "audio"}, "v": {"modality": "video"}},
+        ...                                     "modality")
+        >>> group.tolist(), share.tolist(), names
+        ([0, 1], [0.5, 0.5], ['audio', 'video'])
     """
     if by == "format":
         value_of = {f: f for f in formats}
@@ -53,10 +54,9 @@ def row_groups(
             raise ValueError(f"train.balance_by '{by}': formats {lacking} have no attribute '{by}' in the config's "
                              f"formats table; use an attribute every format has, or 'format'")
         value_of = {f: attributes[f][by] for f in formats}
-    present = np.unique(np.asarray(format_ids))
-    names = sorted({value_of[formats[k]] for k in present})
-    format_group = np.array([names.index(value_of[f]) if value_of[f] in names else -1 for f in formats], dtype=np.int64)
-    groups = format_group[np.asarray(format_ids)]  # (N,)
+    has_rows = np.ones(len(formats), dtype=bool) if present is None else np.asarray(present, dtype=bool)
+    names = sorted({value_of[f] for f, p in zip(formats, has_rows) if p})
+    group = np.array([names.index(value_of[f]) if p else -1 for f, p in zip(formats, has_rows)], dtype=np.int64)
     if shares:
         unknown = sorted(set(shares) - set(names))
         missing = sorted(set(names) - set(shares))
@@ -68,7 +68,28 @@ def row_groups(
             raise ValueError(f"train.balance_shares: shares must not all be 0, got {shares}")
     else:
         weights = np.ones(len(names), dtype=np.float64)
-    return groups, weights / weights.sum(), names
+    return group, weights / weights.sum(), names
+
+
+def row_groups(
+    format_ids: np.ndarray,
+    formats: tuple[str, ...] | list[str],
+    attributes: dict[str, dict[str, str]],
+    by: str,
+    shares: dict[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``format_groups`` applied to rows: the group index of every row (N,), the shares (G,) and group names.
+
+    Example:
+        >>> g, s, names = row_groups(np.array([0, 0, 1]), ["a", "v"], {"a": {"modality": "audio"},
+        ...                          "v": {"modality": "video"}}, "modality")
+        >>> g.tolist(), s.tolist(), names
+        ([0, 0, 1], [0.5, 0.5], ['audio', 'video'])
+    """
+    format_ids = np.asarray(format_ids)
+    present = np.bincount(format_ids, minlength=len(formats)) > 0
+    group, weights, names = format_groups(formats, attributes, by, shares, present)
+    return group[format_ids], weights, names
 
 
 def balanced_order(

@@ -1,0 +1,142 @@
+"""Batch jobs over a row source through the one ``Scorer``: evaluation tables and prediction files.
+
+Both read the source chunk by chunk (one chunk for rows in memory, record batches for Parquet), so memory does not
+grow with the rows: evaluation accumulates into ``BinnedMetrics`` (exact metrics up to ``exact_max_rows`` rows,
+score histograms beyond), predictions are appended to the output file chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from camoe.data.encoders import InputQuality
+from camoe.data.sources import RowFilter, RowSource
+from camoe.evaluation.binned import MANTISSA_BITS, BinnedMetrics
+from camoe.scoring.scorer import Scorer
+
+__all__ = ["evaluate_source", "true_probabilities", "write_predictions"]
+
+
+def true_probabilities(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """(N,) float64 true click probabilities of a synthetic log.
+
+    Raises:
+        ValueError: values outside [0, 1] or missing (naming the column and ``source``).
+    """
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        raise ValueError(f"{source}: true_prob column '{column}' must hold probabilities in [0, 1]; "
+                         f"{int(bad.sum())} rows do not (e.g. {frame[column][bad].astype(str).head(3).tolist()})")
+    return values
+
+
+def evaluate_source(
+    scorer: Scorer,
+    source: RowSource,
+    split: str,
+    where: RowFilter | None = None,
+    attributes: dict[str, dict[str, str]] | None = None,
+    exact_max_rows: int = 262_144,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Per-format, per-task, per-attribute (e.g. per-modality) and macro metrics of labelled rows.
+
+    Args:
+        scorer: the model's scorer.
+        source: labelled rows; ``where`` selects a split of them.
+        split: split name used in warnings and the result.
+        attributes: format -> attributes; one section per attribute.
+        exact_max_rows: rows kept for exact metrics before switching to score histograms (``BinnedMetrics``).
+        name: names the rows in errors (default ``"<split> split of <source>"`` when filtered, else the source).
+
+    Returns:
+        ``evaluate_groups``-shaped tables plus ``split``, ``oov`` (rows mapped to out-of-vocabulary per feature),
+        ``input_quality`` (rows, out-of-vocabulary and missing counts) and ``metric_precision``.
+
+    Raises:
+        ValueError: rows that fail validation, non-finite scores, true probabilities outside [0, 1] (naming the
+            rows).
+    """
+    layout, schema = scorer.layout, scorer.schema
+    label = name or (f"{split} split of {source.name}" if where is not None else source.name)
+    tp = schema.true_prob
+    with_tp = bool(tp) and tp in source.columns
+    if tp and not with_tp:
+        warnings.warn(f"{label}: true_prob column '{tp}' (schema.true_prob) not found; no oracle metrics",
+                      stacklevel=2)
+    acc = BinnedMetrics(layout.formats, with_true_prob=with_tp, exact_max_rows=exact_max_rows)
+    quality = InputQuality()
+    columns = scorer.rows.columns(labels=True) + ([tp] if with_tp else [])
+    for chunk in source.chunks(columns, where):
+        scores = scorer.score(chunk, label, labels=True)
+        assert scores.labels is not None
+        acc.update(scores.format_ids, scores.labels, scores.pctr,
+                   true_probabilities(chunk, tp, label) if with_tp else None, source=label)
+        quality.add(scores.quality)
+    result = acc.evaluate(layout.format_to_task, layout.tasks, split, group_attributes=attributes)
+    result["split"] = split
+    result["oov"] = dict(quality.out_of_vocabulary)
+    result["input_quality"] = quality.to_dict(nonzero=True)
+    result["metric_precision"] = (f"score histograms, relative pCTR precision 2^-{MANTISSA_BITS}" if acc.binned
+                                  else "exact (per row)")
+    return result
+
+
+def write_predictions(
+    scorer: Scorer, source: RowSource, output: str | Path, keep: list[str] | None = None,
+) -> tuple[int, InputQuality]:
+    """Score every row and write ``row, format, task, pctr`` (plus ``keep`` columns) to CSV or Parquet, chunk by
+    chunk.
+
+    Kept columns take their stored type from a Parquet source, so a column whose pandas type varies between record
+    batches (an integer column with gaps) is written with one type.
+
+    Returns:
+        (rows written, input-quality counts).
+
+    Raises:
+        ValueError: a ``keep`` column is missing, or rows fail validation (naming the source).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keep = list(keep or [])
+    missing = [c for c in keep if c not in source.columns]
+    if missing:
+        raise ValueError(f"{source.name}: --keep columns {missing} not found; columns: {source.columns}")
+    layout = scorer.layout
+    formats, tasks = np.array(layout.formats, dtype=object), np.array(layout.tasks, dtype=object)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written, writer, quality = 0, None, InputQuality()
+    kept_types = {c: source.arrow_type(c) for c in keep}
+    try:
+        for chunk in source.chunks(list(dict.fromkeys(scorer.rows.columns(labels=False) + keep))):
+            scores = scorer.score(chunk, source.name)
+            quality.add(scores.quality)
+            part = pd.DataFrame({"row": np.arange(written, written + len(chunk)), "format": formats[scores.format_ids],
+                                 "task": tasks[scores.task_ids], "pctr": scores.pctr})
+            if out.suffix == ".parquet":
+                table = pa.Table.from_pandas(part, preserve_index=False)
+                for col in keep:
+                    table = table.append_column(col, pa.array(chunk[col], type=kept_types[col], from_pandas=True))
+                writer = writer or pq.ParquetWriter(out, table.schema)
+                writer.write_table(table)
+            else:
+                for col in keep:
+                    part[col] = chunk[col].to_numpy()
+                part.to_csv(out, mode="a" if written else "w", header=not written, index=False)
+            written += len(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    if written == 0:  # no rows: an empty file with the header, as a reader expects
+        empty = pd.DataFrame(columns=["row", "format", "task", "pctr", *keep])
+        empty.to_parquet(out, index=False) if out.suffix == ".parquet" else empty.to_csv(out, index=False)
+    return written, quality
