@@ -175,7 +175,7 @@ def _write(tmp_path: Path, spec: dict, name: str = "exp.yaml") -> Path:
 
 
 def test_presets_expand_and_name_their_configurations() -> None:
-    root = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+    root = Path(__file__).resolve().parents[2] / "configs" / "experiments"
     exp, folder = load_experiment(root / "paper.yaml")
     names = [c.name for c in expand_configurations(exp, folder)]
     for expected in ("camoe:single", "camoe:modality2", "camoe:modality", "camoe:content", "camoe:per_format",

@@ -292,7 +292,7 @@ def test_b24_calibration_ratio_example() -> None:
     assert m["calibration_ratio"] == pytest.approx(0.5, rel=1e-12)
 
 
-def test_b24_correct_downsampling() -> None:
+def test_b24_downsampling_correction_undoes_negative_sampling() -> None:
     q = camoe.correct_downsampling(np.array([0.5]), 0.1)
     assert float(q[0]) == pytest.approx(1 / 11, rel=1e-12)
     assert float(q[0]) == pytest.approx(0.0909, abs=1e-4)

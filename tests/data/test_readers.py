@@ -12,7 +12,7 @@ import camoe
 from camoe.data.datasets import read_ipinyou_fm, read_open_bandit
 from camoe.data.readers import expand_paths
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 OPEN_BANDIT = SHARED_DATA / "open-bandit-dataset"
 IPINYOU_TRAIN = SHARED_DATA / "ipinyou-2997" / "train.fm.txt"
 
@@ -160,19 +160,3 @@ def test_dataframe_source_is_copied() -> None:
     assert frame["a"].tolist() == [1, 2]
 
 
-# ----------------------------------------------------------------------------- split
-def test_temporal_split_puts_the_earliest_rows_in_train_and_the_latest_in_test() -> None:
-    frame = pd.DataFrame({"ts": [5, 1, 4, 2, 3, 9, 8, 7, 6, 10], "x": range(10)})
-    cfg = camoe.config.SplitConfig(method="temporal", valid_fraction=0.2, test_fraction=0.3)
-    splits = camoe.split_frame(frame, cfg, "ts")
-    assert splits["train"]["ts"].tolist() == [5, 1, 4, 2, 3]  # rows keep their order inside a split
-    assert sorted(splits["valid"]["ts"]) == [6, 7]
-    assert sorted(splits["test"]["ts"]) == [8, 9, 10]
-
-
-def test_temporal_split_errors_name_the_column() -> None:
-    cfg = camoe.config.SplitConfig()
-    with pytest.raises(ValueError, match="'ts' not found"):
-        camoe.split_frame(pd.DataFrame({"x": [1, 2]}), cfg, "ts")
-    with pytest.raises(ValueError, match="1 missing or unparseable"):
-        camoe.split_frame(pd.DataFrame({"ts": ["2024-01-01", "soon", "2024-01-02"]}), cfg, "ts")
