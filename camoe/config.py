@@ -106,9 +106,6 @@ class SchemaConfig(_Strict):
         return self
 
 
-STRATEGIES = ("single", "modality", "modality2", "content", "slot", "per_format", "explicit")
-
-
 class GroupingConfig(_Strict):
     """How ad formats are grouped into tasks (one gate + one tower per task).
 

@@ -17,7 +17,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -52,14 +51,6 @@ class DistContext:
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
-
-    def gather_rows(self, array: np.ndarray) -> np.ndarray:
-        """Concatenate each rank's (n_r, ...) array in rank order, on every rank."""
-        if not self.enabled:
-            return array
-        parts: list[Any] = [None] * self.world_size
-        dist.all_gather_object(parts, array)
-        return np.concatenate(parts, axis=0)
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
