@@ -158,7 +158,8 @@ def _generate_shards(args: argparse.Namespace) -> int:
 
 
 def _train(
-    config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False
+    config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False,
+    allow_changes: list[str] | None = None,
 ) -> tuple[Any, Any, Path]:
     from camoe.config import load_config
     from camoe.evaluation.report import format_table
@@ -174,7 +175,7 @@ def _train(
     t0 = time.perf_counter()
     try:
         pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry, resume=resume,
-                                           dist_ctx=ctx, announce=_print)
+                                           dist_ctx=ctx, announce=_print, allow_changes=allow_changes or [])
     finally:
         if ctx.enabled:
             import torch.distributed
@@ -198,7 +199,10 @@ def _train(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _train(args.config, _overrides(args.set), args.output, _progress(args), resume=args.resume)
+    if args.allow_change and not args.resume:
+        raise ValueError("--allow-change applies to --resume only")
+    _train(args.config, _overrides(args.set), args.output, _progress(args), resume=args.resume,
+           allow_changes=args.allow_change)
     return 0
 
 
@@ -413,7 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_train(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from <output>/checkpoints/last.pt (written at each epoch end and every "
-                        "train.checkpoint_every_steps steps) after an interruption")
+                        "train.checkpoint_every_steps steps) after an interruption; refused when the checkpoint is "
+                        "damaged or the config or data changed")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept a changed value of KEY (train.epochs, train.patience, train.max_steps, "
+                        "train.eval_every_steps)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="per-format / per-task metrics of an artifact; writes metrics.json")
@@ -506,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args))
-    except (ConfigError, ArtifactError, ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ConfigError, ArtifactError, ValueError, FileNotFoundError, FloatingPointError) as err:  # CheckpointError too
         print(f"camoe {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - last resort: one line, not a traceback; CAMOE_DEBUG=1 re-raises

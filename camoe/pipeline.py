@@ -19,6 +19,8 @@ Example (the README's Python API):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -46,9 +48,10 @@ from camoe.model import build_model
 from camoe.scoring import Scorer, evaluate_source, export_onnx
 from camoe.scoring.module import ScoringModule
 from camoe.training.distributed import DistContext
+from camoe.training.checkpoint import RESUME_SAFE_KEYS, Checkpoint, CheckpointError, fingerprint_diff
 from camoe.training.trainer import Trainer, TrainResult
 
-__all__ = ["CTRPipeline", "as_source", "gate_diagnostics"]
+__all__ = ["CTRPipeline", "as_source", "gate_diagnostics", "resume_checkpoint", "run_fingerprint"]
 
 SCORE_BATCH_ROWS = 16_384  # rows per forward pass when validating a stream (bounds eval activations)
 GATE_DIAGNOSTIC_ROWS = 200_000  # validation rows the mean gate weights are computed on
@@ -97,6 +100,47 @@ def gate_diagnostics(
     for issue in issues:
         warnings.warn(f"gate diagnostics: {issue}", stacklevel=3)
     return {"mean_gate_weight": summary, "identical_experts": pairs, "warnings": issues}
+
+
+def run_fingerprint(cfg: RunConfig, encoder: FeatureEncoder, counts: FormatCounts) -> dict[str, Any]:
+    """What a training checkpoint belongs to: the run config and a summary of the training rows (rows and clicks
+    per format, numeric statistics, vocabulary sizes and a digest of the vocabularies)."""
+    state = encoder.state_dict()
+    vocab = hashlib.sha256(json.dumps(state["vocab"], sort_keys=True).encode()).hexdigest()[:16]
+    config = cfg.to_dict()
+    return {"config": config, "data": {
+        "rows": counts.total, "formats": {f: [counts.rows[f], counts.clicks[f]] for f in sorted(counts.rows)},
+        "numeric": {name: [state["mean"][name], state["std"][name]] for name in sorted(state["mean"])},
+        "vocabulary_sizes": {name: len(v) for name, v in sorted(state["vocab"].items())}, "vocabularies": vocab}}
+
+
+def resume_checkpoint(
+    path: Path, fingerprint: dict[str, Any], allow_changes: Sequence[str] = (),
+    announce: Callable[[str], None] | None = None,
+) -> Checkpoint | None:
+    """The checkpoint to resume from, verified against this run; None (said through ``announce``) when there is none.
+
+    Raises:
+        CheckpointError: the file is damaged, or belongs to another run (the message lists each changed key).
+    """
+    if not path.is_file():
+        if announce is not None:
+            announce(f"--resume: no checkpoint at {path}; training starts from step 0")
+        return None
+    checkpoint = Checkpoint.load(path)
+    diff = fingerprint_diff(checkpoint.fingerprint, fingerprint, tuple(allow_changes))
+    if diff:
+        safe = [line for line in diff if line.split(":")[0].removeprefix("config.") in RESUME_SAFE_KEYS]
+        hint = (f"; if the change is intended, pass --allow-change "
+                f"{' --allow-change '.join(line.split(':')[0].removeprefix('config.') for line in safe)}"
+                if safe and len(safe) == len(diff) else "; resume with the original config and data, or delete the "
+                                                        "checkpoint to start fresh")
+        raise CheckpointError(f"{path}: --resume refused, the checkpoint belongs to a different run. What changed "
+                              f"(checkpoint -> now):\n  " + "\n  ".join(diff) + hint)
+    if announce is not None:
+        st = checkpoint.state
+        announce(f"resuming from {path}: step {st.step} (epoch {st.epoch}, batch {st.next_batch} of the epoch)")
+    return checkpoint
 
 
 class CTRPipeline:
@@ -183,6 +227,8 @@ class CTRPipeline:
         dist_ctx: DistContext | None = None,
         sources: dict[str, str] | None = None,
         also_check: Sequence[tuple[RowSource, str]] = (),
+        allow_changes: Sequence[str] = (),
+        announce: Callable[[str], None] | None = None,
     ) -> CTRPipeline:
         """Fit the encoder on ``train`` only, build the model from the encoder's table sizes, train.
 
@@ -192,19 +238,24 @@ class CTRPipeline:
             progress: show a progress bar.
             log: receives each evaluation's history entry.
             checkpoint_path: training checkpoint file (``camoe.training.Checkpoint``); None = no checkpoints.
-            resume: continue from ``checkpoint_path``. The encoder is refitted on the same rows, which gives the
-                same state, so the checkpoint's weights fit.
+            resume: continue from ``checkpoint_path`` when it exists. The checkpoint is verified (checksum) and its
+                fingerprint (config and training-data summary) must match this run's, except for ``allow_changes``
+                (keys of ``camoe.training.checkpoint.RESUME_SAFE_KEYS``); the encoder is refitted on the same rows,
+                which gives the same state, so the checkpoint's weights fit.
             dist_ctx: data-parallel context (``camoe.training.distributed``); every rank reads the same global
                 batches and trains on its share of each; rank 0 scans the data and validates.
             sources: how errors name the rows, e.g. {"train": "train split of log.csv", "valid": "valid.csv"}.
             also_check: further (rows, name) pairs (e.g. the test split) whose labels and formats are checked
                 before training, so a bad row or an unknown format stops the run before it trains, not after.
+            allow_changes: config keys that may differ from the checkpoint's on resume (e.g. ``train.epochs``).
+            announce: receives one-line messages before training (where a resumed run restarts), e.g. ``print``.
 
         Returns:
             self.
 
         Raises:
             ValueError / ConfigError: bad rows, unknown formats or an invalid grouping (naming the rows and values).
+            CheckpointError: ``resume`` with a damaged checkpoint or one of another run (lists what changed).
         """
         cfg = self.config
         names = {"train": "train", "valid": "valid", **(sources or {})}
@@ -249,12 +300,17 @@ class CTRPipeline:
         if valid_src is not None:
             valid_stream = BatchStream(valid_src, lambda f: rows(f, names["valid"]).batch, SCORE_BATCH_ROWS,
                                        rows.columns())
+        fingerprint = run_fingerprint(cfg, self.encoder_, counts)
+        checkpoint = None
+        if resume and checkpoint_path is not None:
+            checkpoint = resume_checkpoint(Path(checkpoint_path), fingerprint, allow_changes,
+                                           announce if ctx.is_main else None)
         trainer = Trainer(
             self.model_, layout.mask, layout.tasks, cfg.train, ctx=ctx, log=log, progress=progress,
-            checkpoint_path=checkpoint_path,
+            checkpoint_path=checkpoint_path, fingerprint=fingerprint,
             validate=self._validator(valid_stream, names["valid"]) if valid_stream is not None else None,
         )
-        self.train_result_ = trainer.fit(train_stream, resume=resume)
+        self.train_result_ = trainer.fit(train_stream, checkpoint)
         if ctx.is_main:
             self.diagnostics_ = gate_diagnostics(self.model_, layout, (valid_stream or train_stream).batches(None))
         return self

@@ -127,6 +127,7 @@ def train_and_evaluate(
     resume: bool = False,
     dist_ctx: DistContext | None = None,
     announce: Callable[[str], None] | None = None,
+    allow_changes: tuple[str, ...] | list[str] = (),
 ) -> tuple[CTRPipeline, dict[str, Any]]:
     """Train on the train split, early-stop on valid, evaluate on test, save the artifact with ``metrics.json``.
 
@@ -134,7 +135,10 @@ def train_and_evaluate(
     artifact (the other ranks return empty metrics).
 
     Args:
-        announce: receives one-line messages before training (the split's cut points), e.g. ``print``.
+        resume: continue from ``<output_dir>/checkpoints/last.pt`` (verified; see ``CTRPipeline.fit``).
+        announce: receives one-line messages before training (the split's cut points, the resume step), e.g.
+            ``print``.
+        allow_changes: config keys that may differ from the checkpoint's on resume (e.g. ``train.epochs``).
 
     Returns:
         (fitted pipeline, metrics with keys ``valid`` / ``test`` and ``split``; ``test`` also written to
@@ -147,7 +151,7 @@ def train_and_evaluate(
         announce(splits.plan.describe())
     pipe = CTRPipeline(cfg)
     pipe.fit(splits.train, splits.valid, progress=progress, log=log, checkpoint_path=out / "checkpoints" / "last.pt",
-             resume=resume, dist_ctx=ctx, sources=splits.names,
+             resume=resume, dist_ctx=ctx, sources=splits.names, allow_changes=allow_changes, announce=announce,
              also_check=[(splits.test, splits.names["test"])] if splits.test is not None else [])
     if not ctx.is_main:
         return pipe, {}

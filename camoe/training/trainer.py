@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 
 from camoe.batch import Batch
 from camoe.config import TrainConfig
-from camoe.files import atomic_path
+from camoe.training.checkpoint import Checkpoint, TrainState
 from camoe.training.distributed import DistContext
 from camoe.training.loss import masked_bce
 
-__all__ = ["Checkpoint", "TrainData", "TrainResult", "TrainState", "Trainer"]
+__all__ = ["TrainData", "TrainResult", "Trainer"]
 
 Validate = Callable[[nn.Module], tuple[float, dict[str, Any]]]
 
@@ -83,74 +83,6 @@ class TrainResult:
     resumed_from_step: int | None = None
 
 
-@dataclass
-class TrainState:
-    """The loop's position and early-stopping state (all plain values, saved in checkpoints).
-
-    Attributes:
-        step: optimizer steps done.
-        epoch: current epoch (1-based).
-        next_batch: index of the next batch inside the epoch.
-        rows_seen: training rows consumed (global).
-        best_score / best_step: best mean validation AUC-PR so far and its step.
-        bad_evals: evaluations since the best one.
-        history: evaluation log.
-        part_sums / part_counts: loss parts summed since the last evaluation.
-    """
-
-    step: int = 0
-    epoch: int = 1
-    next_batch: int = 0
-    rows_seen: int = 0
-    best_score: float = float("nan")
-    best_step: int = 0
-    bad_evals: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    part_sums: dict[str, float] = field(default_factory=dict)
-    part_counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class Checkpoint:
-    """Everything a restart needs: loop state, weights (current and best), optimizer, schedule, random states.
-
-    ``epoch_rng`` is the data-order generator's state at the start of ``state.epoch``, so the epoch's batches are
-    drawn again identically and the first ``state.next_batch`` of them skipped.
-    """
-
-    FORMAT = 2
-
-    state: TrainState
-    model: dict[str, torch.Tensor]
-    best_model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any] | None
-    log_vars: torch.Tensor | None
-    epoch_rng: torch.Tensor
-    torch_rng: torch.Tensor
-
-    def save(self, path: str | Path) -> None:
-        """Write atomically (a kill leaves the previous checkpoint intact)."""
-        payload = {"format": self.FORMAT, "state": asdict(self.state), "model": self.model,
-                   "best_model": self.best_model, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                   "log_vars": self.log_vars, "epoch_rng": self.epoch_rng, "torch_rng": self.torch_rng}
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Checkpoint:
-        """Read a checkpoint written by ``save`` (tensors only: ``weights_only`` loading, no code execution).
-
-        Raises:
-            ValueError: the file is not a camoe checkpoint of this format (names the file).
-        """
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(payload, dict) or payload.get("format") != cls.FORMAT:
-            raise ValueError(f"{path}: not a camoe training checkpoint (format {cls.FORMAT})")
-        return cls(TrainState(**payload["state"]), payload["model"], payload["best_model"], payload["optimizer"],
-                   payload["scheduler"], payload["log_vars"], payload["epoch_rng"], payload["torch_rng"])
-
-
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -174,6 +106,7 @@ class Trainer:
         progress: show a tqdm bar (rows/s, ETA).
         checkpoint_path: where to keep the training checkpoint, rewritten every ``config.checkpoint_every_steps``
             steps and at each epoch end (rank 0 writes).
+        fingerprint: the run's config and data summary, stored in every checkpoint (``--resume`` compares it).
 
     Raises (from ``fit``):
         FloatingPointError: a loss part is non-finite; names the step and the part (case B08).
@@ -184,7 +117,7 @@ class Trainer:
         self, model: nn.Module, mask: np.ndarray, tasks: tuple[str, ...] | list[str], config: TrainConfig, *,
         validate: Validate | None = None, ctx: DistContext | None = None,
         log: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
-        checkpoint_path: str | Path | None = None,
+        checkpoint_path: str | Path | None = None, fingerprint: dict[str, Any] | None = None,
     ) -> None:
         unknown = sorted(set(config.task_weights) - set(tasks))
         if unknown:
@@ -194,6 +127,7 @@ class Trainer:
         self.validate, self.log, self.progress = validate, log, progress
         self.ctx = ctx or DistContext()
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.fingerprint = fingerprint or {}
         self.state = TrainState()
         self.result = TrainResult()
         self.best_model: dict[str, torch.Tensor] = {}
@@ -241,7 +175,7 @@ class Trainer:
             model=self.model.state_dict(), best_model=self.best_model, optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
             log_vars=self.log_vars.detach().clone() if self.log_vars is not None else None,
-            epoch_rng=epoch_rng, torch_rng=torch.get_rng_state(),
+            epoch_rng=epoch_rng, torch_rng=torch.get_rng_state(), fingerprint=self.fingerprint,
         )
 
     def save_checkpoint(self, epoch_rng: torch.Tensor) -> None:
@@ -258,6 +192,8 @@ class Trainer:
         self.optimizer.load_state_dict(ck.optimizer)
         if self.scheduler is not None and ck.scheduler is not None:
             self.scheduler.load_state_dict(ck.scheduler)
+            # a changed epoch count (--allow-change train.epochs) re-plans the rest of the cosine decay
+            self.scheduler.T_max = self.config.epochs * self.steps_per_epoch  # type: ignore[attr-defined]
         if self.log_vars is not None and ck.log_vars is not None:
             self.log_vars.data.copy_(ck.log_vars)
         self.state, self.best_model = ck.state, ck.best_model
@@ -368,20 +304,18 @@ class Trainer:
         return stop
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, data: TrainData, resume: bool = False) -> TrainResult:
+    def fit(self, data: TrainData, checkpoint: Checkpoint | None = None) -> TrainResult:
         """Train for ``config.epochs`` epochs (or until early stopping / ``config.max_steps``).
 
         Args:
             data: the training batches.
-            resume: continue from ``checkpoint_path`` when it exists.
+            checkpoint: continue from this checkpoint (``Checkpoint.load``; the caller checks its fingerprint).
         """
         cfg = self.config
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         self.build(data)
-        resume_rng = None
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
-            resume_rng = self.restore(Checkpoint.load(self.checkpoint_path))
+        resume_rng = self.restore(checkpoint) if checkpoint is not None else None
         st = self.state
         self._bar = tqdm(total=cfg.epochs * data.num_rows, unit="row", unit_scale=True,
                          disable=not self.progress or not self.ctx.is_main, desc="train")

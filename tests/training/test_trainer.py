@@ -36,7 +36,8 @@ def test_resume_after_stop_is_bit_identical(synthetic_log: pd.DataFrame, tmp_pat
     stopped = camoe.CTRPipeline(_config(train={"max_steps": 40})).fit(
         splits["train"], splits["valid"], checkpoint_path=ck)  # "killed" at step 40; checkpoint from step 39
     assert stopped.train_result_.steps == 40 and ck.is_file()
-    resumed = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=ck, resume=True)
+    resumed = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=ck, resume=True,
+                                         allow_changes=["train.max_steps"])  # the "kill" was a max_steps stop
     assert resumed.train_result_.steps == full.train_result_.steps
     np.testing.assert_array_equal(expected, resumed.predict_proba(splits["test"]))
     assert [h["step"] for h in resumed.train_result_.history] == [h["step"] for h in full.train_result_.history]
