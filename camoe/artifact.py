@@ -6,6 +6,8 @@ Files:
     encoder.json        encoder state (vocabularies, hash settings, numeric statistics, input layout)
     tasks.json          formats, tasks, format -> task map, loss mask, format attributes
     metrics.json        evaluation metrics (optional)
+    model.onnx          the scoring head exported for ONNX Runtime (written with the artifact, so serving and
+                        evaluation never write into it: a read-only artifact serves as it is)
     manifest.json       camoe / torch versions, schema fingerprint, SHA-256 of every file above
 
 ``load_artifact`` verifies every checksum before reading, so a truncated or edited file is refused.
@@ -17,6 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -69,8 +72,13 @@ def save_artifact(
     tasks: dict[str, Any],
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    write_files: dict[str, Callable[[Path], Any]] | None = None,
 ) -> Path:
-    """Write an artifact folder (files written atomically; the manifest last).
+    """Write an artifact folder (files written atomically; the manifest, which lists their checksums, last).
+
+    Args:
+        write_files: further files: name -> function writing that file at the path it is given (e.g. the ONNX
+            export); they are checksummed like the others.
 
     Returns:
         The folder path.
@@ -84,7 +92,10 @@ def save_artifact(
         files["metrics.json"] = metrics
     for name, obj in files.items():
         write_json(folder / name, obj)
-    names = [WEIGHTS, *files]
+    for name, writer in (write_files or {}).items():
+        with atomic_path(folder / name) as tmp:
+            writer(tmp)
+    names = [WEIGHTS, *files, *(write_files or {})]
     manifest = {
         "format_version": FORMAT_VERSION,
         "camoe_version": __version__,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -221,7 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if rows is None or rows.count_rows() == 0:
         raise ValueError(f"{args.data or args.split}: no rows to evaluate")
     metrics = pipe.evaluate(rows, split=split, source=name)
-    out = Path(args.output or Path(args.artifact) / f"eval_{Path(split).stem}")
+    out = Path(args.output or f"{str(args.artifact).rstrip('/')}_eval/{Path(split).stem}")  # never inside the artifact
     _check_output_dir(out)
     write_json(out / "metrics.json", metrics)
     _print(format_table(metrics))
@@ -354,15 +355,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import json
+
     import uvicorn
 
     from camoe.pipeline import CTRPipeline
-    from camoe.serving import create_app
+    from camoe.serving import ServiceLimits, create_app
 
-    scorer = CTRPipeline.load(args.artifact).scorer(args.backend)
-    app = create_app(scorer, max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates)
-    _print(f"serving {args.artifact} on http://{args.host}:{args.port} (POST /v1/score, GET /healthz, /v1/metadata, /metrics)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates,
+                           require_features=tuple(args.require_features or ()), body_timeout_s=args.body_timeout,
+                           header_timeout_s=args.header_timeout, concurrency=args.concurrency)
+    # load and build once here: a bad artifact or option fails now with one clear message, not inside a worker
+    create_app(CTRPipeline.load(args.artifact).scorer(args.backend, threads=args.threads), limits)
+    os.environ["CAMOE_SERVE_ARTIFACT"] = str(Path(args.artifact).resolve())
+    os.environ["CAMOE_SERVE_OPTIONS"] = json.dumps({"backend": args.backend, "threads": args.threads,
+                                                    "limits": {**limits.__dict__,
+                                                               "require_features": list(limits.require_features)}})
+    os.environ["CAMOE_HEADER_TIMEOUT_S"] = str(args.header_timeout)
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="camoe-metrics-")  # /metrics merges workers
+    _print(f"serving {args.artifact} on http://{args.host}:{args.port} with {args.workers} worker process(es), "
+           f"{args.backend} backend (POST /v1/score, GET /healthz, /v1/metadata, /metrics)")
+    uvicorn.run("camoe.serving:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                http="camoe.serving:GuardedHttpToolsProtocol", log_level="warning",
+                timeout_keep_alive=int(max(1, args.header_timeout)))
     return 0
 
 
@@ -428,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("--data", help="labelled CSV/Parquet to evaluate (default: the config's split)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split of the config's data")
-    p.add_argument("--output", help="folder for metrics.json (default: <artifact>/eval_<split>)")
+    p.add_argument("--output", help="folder for metrics.json (default: <artifact>_eval/<split>, beside the artifact: "
+                                    "the artifact itself is never written, so it may be read-only)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write one pCTR per row, from the row's own task head")
@@ -471,8 +488,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=_int_in(0, 65535), default=8000, help="(default: %(default)s)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="onnx", help="(default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000)
-    p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000)
+    p.add_argument("--workers", type=_int_in(1, 256), default=1,
+                   help="worker processes (uvicorn); one per core serves the most requests (default: %(default)s)")
+    p.add_argument("--threads", type=_int_in(1, 256), default=1,
+                   help="intra-op threads of one scoring call (default: %(default)s)")
+    p.add_argument("--concurrency", type=_int_in(1, 256), default=1,
+                   help="scoring calls running at once per worker, off the event loop (default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000, help="(default: %(default)s)")
+    p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000, help="(default: %(default)s)")
+    p.add_argument("--require-features", nargs="*", metavar="FEATURE",
+                   help="candidates missing any of these features get 422 (default: none; missing values are imputed "
+                        "and reported)")
+    p.add_argument("--body-timeout", type=float, default=10.0,
+                   help="seconds for a request body to arrive, else 408 (default: %(default)s)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds for request headers to arrive, else the connection is closed (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="generate the synthetic log, train CAMoE, compare with the oracle")

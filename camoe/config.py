@@ -68,6 +68,9 @@ class FeatureSpec(_Strict):
     transform: Literal["standard", "log", "none"] = "standard"  # log = sign(x)·log1p(|x|), then standardise
     fill_value: float | None = None  # numeric missing value; None = training mean
     missing_indicator: bool = False  # numeric: add a 0/1 dense column "<name>_missing"
+    # numeric values outside the training range [min, max] when scoring: clip to it and count (clip), refuse the rows
+    # (error), or pass them through (off); None = schema.clip
+    clip: Literal["clip", "error", "off"] | None = None
     # all types: "default" = missing token / imputation; "error" = refuse rows with missing values
     missing: Literal["default", "error"] = "default"
 
@@ -81,6 +84,8 @@ class FeatureSpec(_Strict):
             raise ValueError(f"feature '{self.name}': multi_categorical supports encoding vocab or hash, not identity")
         if self.type == "numeric" and self.encoding != "vocab":
             raise ValueError(f"feature '{self.name}': numeric features take no encoding (got '{self.encoding}')")
+        if self.type != "numeric" and self.clip is not None:
+            raise ValueError(f"feature '{self.name}': clip applies to numeric features only")
         return self
 
 
@@ -91,6 +96,8 @@ class SchemaConfig(_Strict):
     format: str = "format"  # ad format column; picks the task head through the grouping
     timestamp: str | None = "ts"  # used by the temporal split; None for logs without time
     true_prob: str | None = None  # optional true click probability (synthetic logs) for the oracle AUC-PR
+    # numeric values outside their training range at scoring time: clip (default, counted per feature) | error | off
+    clip: Literal["clip", "error", "off"] = "clip"
     features: list[FeatureSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -190,6 +197,8 @@ class TrainConfig(_Strict):
     compile: bool = False  # torch.compile the model for training (first steps compile; needs a C++ compiler on CPU)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast of the forward pass (loss and weights fp32)
     finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps
+    min_task_clicks: int = Field(10, ge=0)  # fewer clicks in a task's training rows: a warning naming the task
+    strict_data_checks: bool = False  # True: that warning (and a task without training rows) is an error
     balanced_sampling: bool = False  # draw each epoch with fixed shares per group (camoe.data.sampling)
     balance_by: str = "modality"  # format attribute that defines the groups, or "format"
     balance_shares: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # {} = equal

@@ -151,7 +151,8 @@ class CTRPipeline:
 
     Fitted attributes: ``encoder_``, ``layout_``, ``model_``, ``train_result_``, ``format_attributes_``,
     ``format_counts_`` (rows and clicks per format of the training rows), ``diagnostics_`` (validation gate weights),
-    ``calibration_`` (post-hoc map, after ``calibrate``).
+    ``calibration_`` (post-hoc map, after ``calibrate``), ``onnx_path_`` (the artifact's verified ``model.onnx``
+    once saved or loaded; None until then).
     """
 
     def __init__(self, config: RunConfig) -> None:
@@ -164,6 +165,7 @@ class CTRPipeline:
         self.format_counts_: FormatCounts | None = None
         self.diagnostics_: dict[str, Any] = {}
         self.calibration_: PosthocCalibration | None = None
+        self.onnx_path_: Path | None = None
 
     # ------------------------------------------------------------------ checks and the fit pass
     def check_rows(self, rows: pd.DataFrame | RowSource, source: str = "data") -> FormatCounts:
@@ -258,6 +260,7 @@ class CTRPipeline:
             CheckpointError: ``resume`` with a damaged checkpoint or one of another run (lists what changed).
         """
         cfg = self.config
+        self.onnx_path_ = None  # a refitted model no longer matches an exported file
         names = {"train": "train", "valid": "valid", **(sources or {})}
         ctx = dist_ctx or DistContext()
         if cfg.train.num_threads:
@@ -282,10 +285,7 @@ class CTRPipeline:
         for rows, name in also_check if ctx.is_main else ():
             self.check_rows(rows, name)
         format_rows, format_clicks = counts.arrays(layout.formats)
-        empty = [t for t, n in zip(layout.tasks, layout.mask.T @ format_rows) if n == 0]
-        if empty:
-            warnings.warn(f"tasks {empty} have no training rows: their heads stay untrained and score at init",
-                          stacklevel=2)
+        self._check_task_data(layout, format_rows, format_clicks)
         torch.manual_seed(cfg.train.seed)
         assert self.encoder_.input_spec_ is not None
         self.model_ = build_model(cfg.model, self.encoder_.input_spec_, len(layout.tasks))
@@ -314,6 +314,22 @@ class CTRPipeline:
         if ctx.is_main:
             self.diagnostics_ = gate_diagnostics(self.model_, layout, (valid_stream or train_stream).batches(None))
         return self
+
+    def _check_task_data(self, layout: TaskLayout, format_rows: np.ndarray, format_clicks: np.ndarray) -> None:
+        """Warn (or, with ``train.strict_data_checks``, refuse) tasks without training rows or with fewer than
+        ``train.min_task_clicks`` clicks: their heads cannot learn, and their pCTR stays near the prior."""
+        cfg = self.config.train
+        rows, clicks = layout.mask.T @ format_rows, layout.mask.T @ format_clicks  # (T,)
+        problems = [f"task '{t}' has no training rows: its head stays untrained and scores at init"
+                    for t, n in zip(layout.tasks, rows) if n == 0]
+        problems += [f"task '{t}' has {int(c)} clicks in its {int(n):,} training rows (train.min_task_clicks = "
+                     f"{cfg.min_task_clicks}): its head cannot learn to rank and its pCTR stays near the prior; add "
+                     f"rows, group it with another task (grouping) or let other formats train it (grouping.transfer)"
+                     for t, n, c in zip(layout.tasks, rows, clicks) if n > 0 and c < cfg.min_task_clicks]
+        if problems and cfg.strict_data_checks:
+            raise ValueError("train (train.strict_data_checks): " + "; ".join(problems))
+        for problem in problems:
+            warnings.warn(problem, stacklevel=3)
 
     def _balanced(self, format_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(group of each format, shares) for ``train.balanced_sampling``, else None."""
@@ -360,8 +376,10 @@ class CTRPipeline:
         """The ``Scorer`` of this model.
 
         Args:
-            backend: ``torch`` (eager) or ``onnx`` (ONNX Runtime; the model is exported to a temporary file).
-            threads: ONNX Runtime intra-op threads (default 1).
+            backend: ``torch`` (eager) or ``onnx`` (ONNX Runtime: the artifact's ``model.onnx``; a pipeline that was
+                never saved is exported to a private temporary file, never into an artifact).
+            threads: intra-op threads of a scoring call (ONNX Runtime session; for ``torch`` the process-wide
+                ``torch.set_num_threads``); None = ONNX Runtime 1, torch unchanged.
             calibrated: apply the post-hoc calibration (when fitted).
 
         Raises:
@@ -372,14 +390,23 @@ class CTRPipeline:
         calibration = self.calibration_ if calibrated else None
         rate = self.config.train.negative_sampling_rate
         if backend == "torch":
+            if threads:
+                torch.set_num_threads(threads)
             return Scorer.torch(model, encoder, layout, self.config.schema, rate, calibration)
         if backend != "onnx":
             raise ValueError(f"backend must be 'torch' or 'onnx', got '{backend}'")
-        assert encoder.input_spec_ is not None
+        if self.onnx_path_ is not None:
+            return Scorer.onnx(self.onnx_path_, encoder, layout, self.config.schema, calibration, threads)
         with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime reads the whole file when the session starts
-            path = export_onnx(ScoringModule(model, layout.format_task_index, rate), encoder.input_spec_,
-                               Path(tmp) / "model.onnx")
+            path = self._export_onnx(Path(tmp) / "model.onnx")
             return Scorer.onnx(path, encoder, layout, self.config.schema, calibration, threads)
+
+    def _export_onnx(self, path: Path) -> Path:
+        """Write the scoring head as ONNX (``camoe.scoring.onnx``) at ``path``."""
+        encoder, layout, model = self._require_fitted()
+        assert encoder.input_spec_ is not None
+        module = ScoringModule(model, layout.format_task_index, self.config.train.negative_sampling_rate)
+        return export_onnx(module, encoder.input_spec_, path)
 
     def encode(self, rows: Rows, source: str = "data", labels: bool = True) -> Batch:
         """Validate and encode rows into a ``Batch`` (features, format index, labels).
@@ -443,13 +470,16 @@ class CTRPipeline:
         if self.calibration_ is not None:
             tasks["calibration"] = self.calibration_.to_dict()
         result = self.train_result_
-        return save_artifact(
+        folder = save_artifact(
             folder, model.state_dict(), config, encoder.state_dict(), tasks, metrics,
             extra={"train": {"history": result.history if result else [],
                              "best_step": result.best_step if result else None,
                              "rows_per_s": result.rows_per_s if result else None,
                              "gates": self.diagnostics_}, **(manifest or {})},
+            write_files={"model.onnx": self._export_onnx},
         )
+        self.onnx_path_ = folder / "model.onnx"
+        return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> CTRPipeline:
@@ -480,4 +510,6 @@ class CTRPipeline:
             raise ArtifactError(f"{folder}: weights do not fit the model built from its config: {err}") from None
         pipe.model_.eval()
         pipe.diagnostics_ = dict(parts.manifest.get("train", {}).get("gates") or {})  # validation gate weights
+        if "model.onnx" in parts.manifest["files"]:  # verified with the rest; artifacts before 0.2 have none
+            pipe.onnx_path_ = Path(folder) / "model.onnx"
         return pipe

@@ -162,10 +162,13 @@ def _fitted_on_csv(tmp_path: Path) -> tuple[camoe.CTRPipeline, Path]:
     return pipe, tmp_path / "rows.csv"
 
 
-def test_inputs_that_overflow_the_model_are_refused_not_scored_nan(tmp_path: Path) -> None:
+def test_inputs_that_overflow_the_model_are_clipped_or_refused_never_scored_nan(tmp_path: Path) -> None:
     pipe, path = _fitted_on_csv(tmp_path)
     rows = read_for_config(pipe.config, path)
     rows.loc[0, "bid_price"] = 1e36  # finite, fits float32 after scaling, overflows inside the network
+    scores = pipe.scorer().score(rows, "rows.csv")  # default clip: scored at the top of the training range
+    assert np.isfinite(scores.pctr).all() and scores.quality.clipped == {"bid_price": 1}
+    pipe.config.schema.clip = "off"  # without the guard the overflow is refused, naming the feature
     with pytest.raises(ValueError, match=r"non-finite pCTR.*'bid_price'"):
         pipe.predict_proba(rows, source="rows.csv")
 
@@ -182,7 +185,7 @@ def test_numbers_beyond_float64_lists_for_scalars_and_na_tokens() -> None:
     with pytest.raises(ValueError, match=r"feature 'device': expected one value per row, got a list"):
         pipe.predict_proba({**base, "device": [["ios", "web"], "ios"]})
     text = train.astype({"bid_price": str})
-    with pytest.raises(ValueError, match=r"'bid_price' holds values beyond the float64 range \['1e400'\]"):
+    with pytest.raises(ValueError, match=r"'bid_price' holds infinite values or values beyond the float64 range \['1e400'\]"):
         pipe.predict_proba(text.assign(bid_price=["1e400"] + text["bid_price"].tolist()[1:]))
     na = pipe.predict_proba(text.assign(bid_price=["NA", "n/a", "null", "None", "nan", ""]))  # explicit missing
     assert np.isfinite(na).all()

@@ -401,3 +401,25 @@ def test_bf16_autocast_trains_with_fp32_weights_and_loss_close_to_fp32(synthetic
     assert not np.array_equal(results["bf16"][1], results["fp32"][1])  # autocast did change the arithmetic
     with pytest.raises(camoe.ConfigError, match="precision"):
         camoe.load_config(camoe.demo_config_path(), {"train": {"precision": "fp16"}})
+
+
+# ----------------------------------------------------------------------------- data checks before and after training
+def test_a_task_without_clicks_is_warned_by_name_and_refused_under_strict_checks(make_config, b04_rows) -> None:
+    rows = b04_rows.assign(click=np.where(b04_rows["format"] == "display", 0, b04_rows["click"]))
+    with pytest.warns(UserWarning, match=r"task 'display' has 0 clicks in its 2 training rows"):
+        camoe.CTRPipeline(make_config(train={"epochs": 1, "min_task_clicks": 1})).fit(rows)
+    with pytest.raises(ValueError, match=r"strict_data_checks.*task 'display' has 0 clicks"):
+        camoe.CTRPipeline(make_config(train={"epochs": 1, "min_task_clicks": 1, "strict_data_checks": True})).fit(rows)
+
+
+def test_a_model_that_collapses_to_a_constant_output_is_flagged(synthetic_log, tmp_path) -> None:
+    cfg = camoe.load_config(camoe.demo_config_path(), {
+        "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
+        "train": {"epochs": 2, "batch_size": 512, "weight_decay": 90.0, "learning_rate": 0.01}})
+    with pytest.warns(UserWarning, match=r"near-constant pCTR"):
+        _, metrics = camoe.train_and_evaluate(cfg, frame=synthetic_log, output_dir=tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert saved["warnings"] and all("near-constant" in w for w in saved["warnings"])
+    assert set(saved["pctr_quantiles"]) == {"audio", "video", "display"}
+    collapsed = saved["pctr_quantiles"]["audio"]
+    assert collapsed["p99"] - collapsed["p1"] < 0.01 * collapsed["p50"]

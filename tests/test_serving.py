@@ -35,6 +35,8 @@ def test_score_happy_path_matches_batch_scoring(client: TestClient, make_config:
     assert np.isfinite(pctr).all() and ((pctr > 0) & (pctr < 1)).all()
     assert body["model_version"].startswith("camoe-")
     assert body["out_of_vocabulary"] == {"ad_id": 1}  # "zzz_unseen"; user "u1" and the other ads were seen
+    assert body["missing"] == {"bid_price": 1} and body["scores"][2]["missing"] == ["bid_price"]
+    assert "missing" not in body["scores"][0] and body["clipped"] == {}
     # each candidate alone gives the same pCTR: a row's score does not depend on the other candidates
     for cand, expected in zip(CANDIDATES, pctr):
         alone = client.post("/v1/score", json={"context": CONTEXT, "candidates": [cand]}).json()["scores"][0]["pctr"]
@@ -134,12 +136,14 @@ def test_abuse_gets_4xx_never_5xx(make_config: Callable[..., camoe.RunConfig], b
                   b'{"candidates": [{"format": "audio", "bid_price": {"a": 1}}]}', b"\xff\xfe", b'{"candidates": [',
                   b'{"context": [], "candidates": [{"format": "audio"}]}']
     bad_bodies += [b'{"candidates": [{"format": "audio", "bid_price": 1' + b"0" * 400 + b"}]}",  # int > float64
-                   b'{"candidates": [{"format": "audio", "bid_price": 1e36}]}',  # overflows the network: no NaN
+                   b'{"candidates": [{"format": "audio", "bid_price": 1e400}]}',  # JSON parses it as inf: refused
                    b'{"candidates": [{"format": "audio", "device": ["ios", "web"]}]}']  # a list for a scalar
     for body in bad_bodies:
         r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422, (body, r.status_code, r.text)
     assert "bid_price" in client.post("/v1/score", content=bad_bodies[-2]).text
+    r = client.post("/v1/score", json={"candidates": [{"format": "audio", "bid_price": 1e36}]})  # finite, far out
+    assert r.status_code == 200 and r.json()["clipped"] == {"bid_price": 1}  # clipped to the training range
     for i in range(5):  # unknown paths share one metrics label: the series count stays bounded
         client.get(f"/random-{i}")
     assert 'endpoint="other"' in client.get("/metrics").text and "random-3" not in client.get("/metrics").text
@@ -151,3 +155,282 @@ def test_abuse_gets_4xx_never_5xx(make_config: Callable[..., camoe.RunConfig], b
         yield b'{"format": "audio"}]}'
     r = client.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+# ----------------------------------------------------------------------------- input quality
+def test_missing_features_are_reported_per_candidate_and_can_be_required(make_config, b04_rows) -> None:
+    pipe = camoe.CTRPipeline(make_config(train={"epochs": 1, "batch_size": 4})).fit(b04_rows)
+    client = TestClient(create_app(pipe.scorer()))
+    body = client.post("/v1/score", json={"candidates": [{"format": "audio"}]}).json()  # only the format
+    assert set(body["scores"][0]["missing"]) == {"user_id", "ad_id", "device", "interests", "bid_price", "dwell_sec"}
+    strict = TestClient(create_app(pipe.scorer(), require_features=("device", "bid_price")))
+    r = strict.post("/v1/score", json={"context": {"device": "ios"},
+                                       "candidates": [{"format": "audio", "bid_price": 0.3}, {"format": "video"}]})
+    assert r.status_code == 422 and "'bid_price' is missing in candidates [1]" in r.text
+    assert strict.post("/v1/score", json={"context": {"device": "ios"},
+                                          "candidates": [{"format": "audio", "bid_price": 0.3}]}).status_code == 200
+    with pytest.raises(ValueError, match="not features of the model"):
+        create_app(pipe.scorer(), require_features=("age",))
+
+
+def test_metrics_count_input_quality_per_feature_and_pctr_per_task(client: TestClient) -> None:
+    client.post("/v1/score", json={"context": CONTEXT, "candidates": CANDIDATES})
+    client.post("/v1/score", json={"candidates": [{"format": "audio", "bid_price": 1e36}]})
+    text = client.get("/metrics").text
+    assert 'camoe_input_values_total{feature="ad_id",kind="out_of_vocabulary"} 1.0' in text
+    assert 'camoe_input_values_total{feature="bid_price",kind="missing"} 1.0' in text
+    assert 'camoe_input_values_total{feature="bid_price",kind="clipped"} 1.0' in text
+    assert 'camoe_pctr_count{task="audio"} 2.0' in text and 'camoe_pctr_count{task="video"} 1.0' in text
+
+
+# ----------------------------------------------------------------------------- a real server: hostile clients
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A `camoe serve` process on a small artifact, with short timeouts."""
+    import subprocess
+    import sys
+
+    from tests.conftest import B04_CSV, base_config_dict, parse_csv
+
+    tmp = tmp_path_factory.mktemp("served")
+    pipe = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(parse_csv(B04_CSV))
+    folder = pipe.save(tmp / "model")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
+                               "--header-timeout", "1", "--body-timeout", "1", "--max-body-bytes", "2000",
+                               "--max-candidates", "100000"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
+        yield {"port": port, "server": server, "folder": folder}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _raw(port: int, data: bytes, read: bool = True, timeout: float = 5.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if not read:
+            return b""
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks)
+
+
+def _metrics(port: int) -> str:
+    import urllib.request
+
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def test_slow_headers_and_bodies_are_closed_after_the_timeout(served) -> None:
+    import socket
+    import time
+
+    port = served["port"]
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        answer = sock.recv(1000)
+    assert b"408" in answer and time.perf_counter() - t0 < 4
+    head = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    t0 = time.perf_counter()
+    answer = _raw(port, head + b'{"candidates": [', timeout=5)  # the body never finishes
+    assert b"408" in answer and b"not received within 1 s" in answer and time.perf_counter() - t0 < 4
+
+
+def test_healthz_answers_throughout_a_load_of_slow_connections(served) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    port = served["port"]
+    slow = []
+    for _ in range(150):  # bounded count, each sending its headers byte by byte
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        slow.append(sock)
+    try:
+        deadline = time.perf_counter() + 2.5  # across the 1 s header timeout: the server closes them and stays up
+        answered = 0
+        while time.perf_counter() < deadline:
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
+            answered += 1
+            time.sleep(0.05)
+        assert answered >= 20
+        closed = sum(1 for sock in slow if sock.recv(100).startswith(b"HTTP/1.1 408"))
+        assert closed == len(slow)
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_client_disconnecting_mid_body_is_counted_as_499_never_5xx(served) -> None:
+    port = served["port"]
+    head = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+    for _ in range(3):
+        _raw(port, head + b'{"candidates": [{"format": "au', read=False)  # then hangs up
+    import time
+
+    time.sleep(0.5)
+    text = _metrics(port)
+    assert 'camoe_requests_total{endpoint="/v1/score",status="499"} 3.0' in text
+    assert 'status="500"' not in text
+
+
+def test_over_limit_body_gets_its_413_before_the_connection_closes(served) -> None:
+    port = served["port"]
+    body = b'{"candidates": [' + b'{"format": "audio"},' * 400 + b'{"format": "audio"}]}'  # ~8 kB > 2000
+    head = (b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n")
+    for _ in range(5):
+        answer = _raw(port, head + body)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+
+
+def test_healthz_answers_while_a_large_request_scores(tmp_path) -> None:
+    """Scoring runs in a thread pool off the event loop: /healthz answers while 100k candidates score."""
+    import json
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+
+    from tests.conftest import B04_CSV, base_config_dict, parse_csv
+
+    folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(parse_csv(B04_CSV)).save(tmp_path / "m")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
+                               "--max-body-bytes", "50000000", "--max-candidates", "200000", "--body-timeout", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
+        big = json.dumps({"context": {"device": "ios", "interests": ["music"]},
+                          "candidates": [{"format": "audio", "bid_price": 0.5, "ad_id": f"a{i % 9}"}
+                                         for i in range(100_000)]}).encode()
+        done: dict[str, float] = {}
+
+        def post() -> None:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/score", data=big, method="POST",
+                                             headers={"content-type": "application/json"})
+            t0 = time.perf_counter()
+            assert urllib.request.urlopen(request, timeout=120).status == 200
+            done["seconds"] = time.perf_counter() - t0
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        latencies = []
+        while thread.is_alive():
+            t0 = time.perf_counter()
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).status == 200
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(0.02)
+        thread.join()
+        assert done["seconds"] > 0.5 and len(latencies) >= 5  # the probes ran while the request scored
+        assert max(latencies) < 0.5, sorted(latencies)[-5:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- deployment
+def _snapshot(folder) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def _score_once(port: int) -> float:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/score", method="POST",
+                                     data=json.dumps({"candidates": [{"format": "audio"}]}).encode(),
+                                     headers={"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=30))["scores"][0]["pctr"]
+
+
+def test_read_only_artifact_is_served_and_evaluated_without_writing_into_it(tmp_path, b04_rows) -> None:
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from camoe.cli import main
+    from tests.conftest import base_config_dict
+
+    folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(b04_rows).save(tmp_path / "model")
+    assert (folder / "model.onnx").is_file()  # exported when the artifact was written
+    b04_rows.to_csv(tmp_path / "rows.csv", index=False)
+    before = _snapshot(folder)
+    for path in [folder, *folder.iterdir()]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
+            assert 0 < _score_once(port) < 1
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        assert main(["evaluate", str(folder), "--data", str(tmp_path / "rows.csv")]) == 0
+        assert (tmp_path / "model_eval" / "rows" / "metrics.json").is_file()  # beside the artifact, not inside
+    finally:
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert _snapshot(folder) == before  # nothing written, nothing added (also when run as root)
+
+
+def test_concurrent_serve_starts_on_one_artifact_never_fail(tmp_path, b04_rows) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import base_config_dict
+
+    folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(b04_rows).save(tmp_path / "model")
+    before = _snapshot(folder)
+    for _ in range(3):
+        ports = [_free_port(), _free_port()]
+        servers = [subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(p)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in ports]
+        try:
+            for port, server in zip(ports, servers):
+                wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=90)
+            assert _score_once(ports[0]) == _score_once(ports[1])
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=30)
+    assert _snapshot(folder) == before
+
+
+def test_two_worker_processes_serve_and_report_merged_metrics(tmp_path, b04_rows) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import base_config_dict
+
+    folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(b04_rows).save(tmp_path / "model")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
+                               "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=90)
+        scores = {_score_once(port) for _ in range(20)}
+        assert len(scores) == 1  # both workers score alike
+        text = _metrics(port)
+        served = sum(float(v) for v in re.findall(r'camoe_requests_total\{endpoint="/v1/score",status="200"\} (\S+)',
+                                                   text))
+        assert served == 20  # the counters of both workers, merged
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

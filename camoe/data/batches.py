@@ -36,10 +36,17 @@ __all__ = ["BatchStream", "EncodedRows", "RowEncoder"]
 
 @dataclass
 class EncodedRows:
-    """Encoded rows and what the encoder had to map on the way."""
+    """Encoded rows and what the encoder had to map on the way.
+
+    Attributes:
+        batch: the tensors.
+        quality: out-of-vocabulary, missing and clipped counts per feature.
+        missing_rows: feature -> (N,) bool, the rows whose value is missing (only features with a missing value).
+    """
 
     batch: Batch
     quality: InputQuality
+    missing_rows: dict[str, np.ndarray]
 
 
 class RowEncoder:
@@ -75,7 +82,7 @@ class RowEncoder:
             format_ids=torch.from_numpy(fmt),
             labels=torch.from_numpy(label_values(rows, schema.label, source)) if labels else None,
         )
-        return EncodedRows(batch, enc.quality)
+        return EncodedRows(batch, enc.quality, enc.missing_rows)
 
 
 class BatchStream:

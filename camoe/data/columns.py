@@ -4,17 +4,20 @@ Every path that reads rows (fitting, training, evaluation, batch scoring, the se
 functions, so a value means the same thing wherever it arrives. ``rows`` is a DataFrame or a mapping
 {column: sequence of N values} (the service's form).
 
-* categorical values: text is stripped; None / NaN / NA / inf / blank text is missing; integral floats print as
-  integers (3.0 -> "3", as an integer column with gaps reads from CSV); bools print as "True" / "False";
-* numeric values: float64; explicit missing tokens (empty, NaN, inf, None, null, NA, n/a; any case) are missing;
-  text that is not a number, a list where one number is expected, or a number beyond float64 (``1e400``) raises;
+* categorical values (one rule for files and JSON): text is stripped; None / NaN / NA / blank text is missing;
+  integral numbers print as integers, whatever their type (3, 3.0, "3.0" -> "3"; an integer column with gaps reads
+  from CSV as floats); booleans are integers (True, "true", "TRUE" -> "1"; False -> "0");
+* numeric values: float64; empty, NaN, None, null, NA, n/a (any case) are missing; ``inf``, text that is not a
+  number, a list where one number is expected, or a number beyond float64 (``1e400``, which JSON and CSV parsers
+  turn into inf) raise naming the column;
 * labels: 0 or 1 only; ad formats: non-empty strings; timestamps: numbers, Arrow/pandas datetimes, or date strings
   (ISO 8601) as sortable integers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +29,7 @@ __all__ = [
     "Rows",
     "categorical_strings",
     "category_value",
+    "category_values",
     "column",
     "columns_of",
     "format_names",
@@ -37,7 +41,9 @@ __all__ = [
 
 Rows = pd.DataFrame | Mapping[str, Sequence[Any]]
 
-MISSING_TOKENS = ("nan", "inf", "-inf", "+inf", "infinity", "-infinity", "none", "null", "na", "n/a")
+MISSING_TOKENS = ("nan", "none", "null", "na", "n/a")
+_TRUE, _FALSE = ("true",), ("false",)
+_INTEGRAL_TEXT = r"^([+-]?\d+)\.0+$"  # "3.0", "-12.000": an integer written as a float
 CONTAINERS = (list, tuple, dict, set, np.ndarray)
 
 
@@ -80,29 +86,70 @@ def columns_of(rows: Rows) -> list[str]:
     return [str(c) for c in (rows.columns if isinstance(rows, pd.DataFrame) else rows.keys())]
 
 
+def _text_value(text: str) -> str:
+    """A stripped text cell under the categorical rule (booleans and integral floats written as text)."""
+    text = text.strip()
+    if not text or text[-1] not in "0eEuU":  # fast path: only "...0", "true" / "false" can change
+        return text
+    low = text.lower()
+    if low in _TRUE:
+        return "1"
+    if low in _FALSE:
+        return "0"
+    match = re.match(_INTEGRAL_TEXT, text)
+    return match.group(1).lstrip("+") if match else text
+
+
+_SEEN: dict[Any, str] = {}  # normalised strings of recent scalar values (requests repeat devices, formats, ids)
+_SEEN_MAX = 1 << 16
+_MEMO_TYPES = frozenset({str, int, float})
+
+
 def category_value(v: Any) -> str:
-    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, inf, blank text).
+    """One raw categorical value -> its normalised string; "" means missing (None, NaN, NA, blank text).
+
+    Results for hashable scalars are memoised (bounded), so the service's per-value path costs a dict lookup.
 
     Raises:
         TypeError: a list, dict or array where one value is expected.
 
     Example:
-        >>> [category_value(v) for v in (" ios ", 3.0, 2.5, None, float("nan"), True)]
-        ['ios', '3', '2.5', '', '', 'True']
+        >>> [category_value(v) for v in (" ios ", 3.0, "3.0", 2.5, None, float("nan"), True, "false")]
+        ['ios', '3', '3', '2.5', '', '', '1', '0']
     """
     kind = type(v)
-    if kind is str:
-        return v.strip()
-    if kind is int:
-        return str(v)
+    if kind is str or kind is int or kind is float or kind is bool:
+        hit = _SEEN.get(v) if kind is not bool else None  # True == 1 and 1.0 == 1 share one result; bool is cheap
+        if hit is not None:
+            return hit
+        out = _text_value(v) if kind is str else _scalar_value(v)
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[v] = out
+        return out
+    return _scalar_value(v)
+
+
+def category_values(values: Iterable[Any]) -> list[str]:
+    """``category_value`` of every value; a memoised value costs one dict lookup (the service's hot path).
+
+    Raises:
+        TypeError: a list, dict or array where one value is expected.
+    """
+    seen = _SEEN.get
+    # "" (missing) is falsy, so it takes the full rule; only str / int / float are memoised (bool: True == 1)
+    return [(type(v) in _MEMO_TYPES and seen(v)) or category_value(v) for v in values]
+
+
+def _scalar_value(v: Any) -> str:
     if isinstance(v, str):
-        return v.strip()
+        return _text_value(v)
     if isinstance(v, CONTAINERS):
         raise TypeError(f"expected one value per row, got a {type(v).__name__}")
     if v is None or v is pd.NA or v is pd.NaT:
         return ""
     if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
+        return "1" if v else "0"
     if isinstance(v, (float, np.floating)):
         f = float(v)
         if not np.isfinite(f):
@@ -127,7 +174,7 @@ def categorical_strings(
     if isinstance(col, np.ndarray):
         # text (the common case) is stripped inline; other values take the full rule
         try:
-            strs = np.array([v.strip() if type(v) is str else category_value(v) for v in col], dtype=object)
+            strs = np.array(category_values(col), dtype=object)
         except TypeError as err:
             raise ValueError(f"{source}: feature '{name}': {err}") from None
         if not len(col):
@@ -144,10 +191,17 @@ def categorical_strings(
         return out, ~finite
     if pd.api.types.is_bool_dtype(col.dtype):
         missing = col.isna().to_numpy()
-        strs = col.astype(str).to_numpy(dtype=object)
+        strs = np.where(col.fillna(False).to_numpy(dtype=bool), "1", "0").astype(object)
         strs[missing] = ""
         return strs, missing
     stripped = col.astype("string").str.strip()
+    if not pd.api.types.is_integer_dtype(col.dtype):  # text: booleans and integral floats written as text
+        low = stripped.str.lower()
+        stripped = stripped.mask(low.isin(_TRUE), "1").mask(low.isin(_FALSE), "0")
+        dotted = stripped.str.contains(".", regex=False).fillna(False)
+        if dotted.any():
+            stripped = stripped.mask(dotted, stripped[dotted].str.replace(_INTEGRAL_TEXT, r"\1", regex=True)
+                                     .str.lstrip("+"))
     missing = (stripped.isna() | (stripped == "").fillna(True)).to_numpy(dtype=bool)
     return stripped.fillna("").to_numpy(dtype=object), missing
 
@@ -164,15 +218,15 @@ def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.nd
         if kinds:
             raise ValueError(f"{source}: numeric feature '{name}' holds {kinds} values; expected one number per row")
         try:  # Python numbers / None (a scoring request): one C-level conversion
-            return np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
+            values = np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
         except OverflowError:
             raise ValueError(f"{source}: numeric feature '{name}' holds an integer beyond the float64 range") from None
         except (TypeError, ValueError):
             col = pd.Series(col, dtype=object).astype("string")  # text: the vectorised rules and error below
-    if pd.api.types.is_bool_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    if pd.api.types.is_numeric_dtype(col.dtype):
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            return _finite_or_missing(values, name, source)
+    if pd.api.types.is_bool_dtype(col.dtype) or pd.api.types.is_numeric_dtype(col.dtype):
+        return _finite_or_missing(col.to_numpy(dtype=np.float64, na_value=np.nan), name, source)
     text = col.astype("string").str.strip()
     converted = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
     token = text.str.lower().isin(MISSING_TOKENS).fillna(False)
@@ -184,12 +238,23 @@ def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.nd
             f"in {int(bad.sum())} rows; expected numbers, or empty / NaN for missing"
         )
     values = converted.to_numpy(dtype=np.float64, na_value=np.nan)
-    overflow = np.isinf(values) & ~token.to_numpy(dtype=bool)
+    overflow = np.isinf(values)
     if overflow.any():
         examples = text[overflow].unique()[:3].tolist()
         raise ValueError(
-            f"{source}: numeric column '{name}' holds values beyond the float64 range {examples} in "
-            f"{int(overflow.sum())} rows"
+            f"{source}: numeric column '{name}' holds infinite values or values beyond the float64 range {examples} "
+            f"in {int(overflow.sum())} rows; expected finite numbers, or empty / NaN for missing"
+        )
+    return values
+
+
+def _finite_or_missing(values: np.ndarray, name: str, source: str) -> np.ndarray:
+    """Refuse +-inf (an explicit inf, or a number like 1e400 that the CSV / JSON parser overflowed); NaN is missing."""
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise ValueError(
+            f"{source}: numeric column '{name}' holds infinite values or values beyond the float64 range (e.g. 1e400) "
+            f"in {int(infinite.sum())} rows; expected finite numbers, or empty / NaN for missing"
         )
     return values
 

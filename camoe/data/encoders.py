@@ -43,6 +43,7 @@ from camoe.data.columns import (
     Rows,
     categorical_strings,
     category_value,
+    category_values,
     column,
     columns_of,
     num_rows,
@@ -83,23 +84,27 @@ class InputQuality:
         rows: rows counted.
         out_of_vocabulary: feature -> count.
         missing: feature -> count.
+        clipped: numeric feature -> values clipped to the training range (``clip: clip``).
     """
 
     rows: int = 0
     out_of_vocabulary: dict[str, int] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
+    clipped: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: InputQuality) -> None:
         """Add another chunk's counts in place."""
         self.rows += other.rows
-        for mine, theirs in ((self.out_of_vocabulary, other.out_of_vocabulary), (self.missing, other.missing)):
+        for mine, theirs in ((self.out_of_vocabulary, other.out_of_vocabulary), (self.missing, other.missing),
+                             (self.clipped, other.clipped)):
             for name, count in theirs.items():
                 mine[name] = mine.get(name, 0) + int(count)
 
     def to_dict(self, nonzero: bool = False) -> dict[str, Any]:
-        """{"rows", "out_of_vocabulary", "missing"}; with ``nonzero`` only features with a count."""
+        """{"rows", "out_of_vocabulary", "missing", "clipped"}; with ``nonzero`` only features with a count."""
         pick = (lambda d: {k: v for k, v in d.items() if v}) if nonzero else dict
-        return {"rows": self.rows, "out_of_vocabulary": pick(self.out_of_vocabulary), "missing": pick(self.missing)}
+        return {"rows": self.rows, "out_of_vocabulary": pick(self.out_of_vocabulary), "missing": pick(self.missing),
+                "clipped": pick(self.clipped)}
 
 
 @dataclass
@@ -112,6 +117,8 @@ class EncodedFeatures:
         dense: (N, N_dense) float32, finite.
         oov_counts: feature -> rows (or values, for multi-valued) mapped to OOV.
         missing_counts: feature -> rows with a missing value.
+        clipped_counts: numeric feature -> values clipped to the training range.
+        missing_rows: feature -> (N,) bool, the rows whose value is missing (features with any missing value).
     """
 
     cat_ids: np.ndarray
@@ -119,13 +126,15 @@ class EncodedFeatures:
     dense: np.ndarray
     oov_counts: dict[str, int] = field(default_factory=dict)
     missing_counts: dict[str, int] = field(default_factory=dict)
+    clipped_counts: dict[str, int] = field(default_factory=dict)
+    missing_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.cat_ids.shape[0])
 
     @property
     def quality(self) -> InputQuality:
-        return InputQuality(len(self), dict(self.oov_counts), dict(self.missing_counts))
+        return InputQuality(len(self), dict(self.oov_counts), dict(self.missing_counts), dict(self.clipped_counts))
 
 
 # ---------------------------------------------------------------------------------------------------- value helpers
@@ -140,15 +149,21 @@ def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.nda
         rows: list[int] = []
         pos: list[int] = []
         vals: list[str] = []
+        sep, max_len = spec.separator, spec.max_len
         for i, cell in enumerate(col):
-            items = cell if isinstance(cell, (list, tuple, np.ndarray)) else category_value(cell).split(spec.separator)
-            k = 0
-            for item in items:
+            if isinstance(cell, (list, tuple, np.ndarray)):
                 try:
-                    value = item.strip() if type(item) is str else category_value(item)
+                    items = category_values(cell)
                 except TypeError as err:
                     raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
-                if value and k < spec.max_len:
+            else:
+                text = category_value(cell)
+                items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
+            k = 0
+            for value in items:
+                if value:
+                    if k == max_len:
+                        break
                     rows.append(i)
                     pos.append(k)
                     vals.append(value)
@@ -249,6 +264,12 @@ class _ExactMoments:
             square = (sq_hh[g] << (2 * _MANTISSA)) + (sq_hl[g] << (_MANTISSA + 1)) + sq_ll[g]  # Σ mant²
             self.sum_sq += square << (2 * s)
 
+    def add_range(self, x: np.ndarray) -> None:
+        """Count, min and max only (no sums)."""
+        if len(x):
+            self.n += len(x)
+            self.min, self.max = min(self.min, float(x.min())), max(self.max, float(x.max()))
+
     def mean(self) -> float:
         return _to_float(Fraction(self.sum, self.n << 1126)) if self.n else 0.0
 
@@ -259,6 +280,44 @@ class _ExactMoments:
         variance = Fraction(self.sum_sq * self.n - self.sum * self.sum, (self.n * self.n) << 2252)
         std = math.sqrt(_to_float(variance))
         return std if std > 1e-12 else 1.0
+
+
+QUANTILES = (0.001, 0.01, 0.5, 0.99, 0.999)  # recorded per numeric feature (robust range, drift monitoring)
+_SKETCH_SHIFT = 40  # float64 keys keep the sign, exponent and 12 mantissa bits: relative precision 2^-12
+
+
+def _sortable(x: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like the float64 values (negative values' magnitude bits flipped)."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
+    return bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+def _unsortable(keys: np.ndarray) -> np.ndarray:
+    return (keys ^ ((keys >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))).view(np.float64)
+
+
+class _QuantileSketch:
+    """Counts of finite values per float bucket (sign, exponent, 12 mantissa bits): exact counts, so the quantiles
+    do not depend on the chunking; memory follows the distinct buckets (at most ~16M, usually a few thousand)."""
+
+    def __init__(self) -> None:
+        self.counts: pd.Series | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        buckets, counts = np.unique(_sortable(x) >> _SKETCH_SHIFT, return_counts=True)
+        part = pd.Series(counts, index=buckets)
+        self.counts = part if self.counts is None else self.counts.add(part, fill_value=0).astype(np.int64)
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """Lower edge of the bucket holding each quantile (NaN without values)."""
+        if self.counts is None:
+            return [float("nan")] * len(qs)
+        counts = self.counts.sort_index()
+        cum = np.cumsum(counts.to_numpy())
+        index = np.minimum(np.searchsorted(cum, np.array(qs) * cum[-1], side="left"), len(cum) - 1)
+        return _unsortable(counts.index.to_numpy()[index] << _SKETCH_SHIFT).tolist()
 
 
 class EncoderFit:
@@ -290,7 +349,10 @@ class EncoderFit:
         self.rows = 0
         self.counts_: dict[str, pd.Series] = {}
         self.moments_: dict[str, _ExactMoments] = {f.name: _ExactMoments() for f in self.features
-                                                     if f.type == "numeric"}
+                                                     if f.type == "numeric"}  # transformed values
+        self.raw_: dict[str, _ExactMoments] = {f.name: _ExactMoments() for f in self.features if f.type == "numeric"}
+        self.sketch_: dict[str, _QuantileSketch] = {f.name: _QuantileSketch() for f in self.features
+                                                    if f.type == "numeric"}  # raw values
 
     def add(self, rows: Rows, source: str = "train") -> None:
         """Count one chunk of training rows.
@@ -305,10 +367,14 @@ class EncoderFit:
         for spec in self.features:
             col = column(rows, spec.name)
             if spec.type == "numeric":
-                x = _transform_raw(spec, numeric_values(col, spec.name, source))
+                raw = numeric_values(col, spec.name, source)
+                x = _transform_raw(spec, raw)
                 finite = np.isfinite(x)
                 _check_missing_policy(spec, int((~finite).sum()), source)
                 self.moments_[spec.name].add(x[finite])
+                present = raw[np.isfinite(raw)]
+                self.raw_[spec.name].add_range(present)
+                self.sketch_[spec.name].add(present)
             elif spec.encoding == "vocab":
                 if spec.type == "multi_categorical":
                     row_ids, _, vals = _split_multi(col, spec)
@@ -351,6 +417,11 @@ class EncoderFit:
                                      f"{max(abs(m.min), abs(m.max)):.3g}; its mean / std overflow float64. Use "
                                      f"transform: log, or fix the values")
                 enc.mean_[spec.name], enc.std_[spec.name] = mean, std
+                raw = self.raw_[spec.name]
+                enc.range_[spec.name] = {
+                    "min": raw.min if raw.n else None, "max": raw.max if raw.n else None,
+                    "quantiles": dict(zip([str(q) for q in QUANTILES], self.sketch_[spec.name].quantiles(QUANTILES))),
+                }
                 enc.fill_[spec.name] = (float(_transform_raw(spec, np.array([spec.fill_value]))[0])
                                         if spec.fill_value is not None else mean)
                 largest = max(abs(m.min), abs(m.max)) if m.n else 0.0
@@ -379,7 +450,8 @@ class FeatureEncoder:
         schema: the features to encode (``SchemaConfig.features``).
 
     Fitted attributes (after ``fit``): ``vocab_`` (feature -> list of values, id = position + 2),
-    ``mean_`` / ``std_`` / ``fill_`` (numeric feature -> float, in transformed units), ``input_spec_``.
+    ``mean_`` / ``std_`` / ``fill_`` (numeric feature -> float, in transformed units), ``range_`` (numeric feature ->
+    training ``min`` / ``max`` and ``quantiles`` of the raw values), ``input_spec_``.
     """
 
     def __init__(self, schema: SchemaConfig) -> None:
@@ -389,6 +461,7 @@ class FeatureEncoder:
         self.mean_: dict[str, float] = {}
         self.std_: dict[str, float] = {}
         self.fill_: dict[str, float] = {}
+        self.range_: dict[str, dict[str, Any]] = {}  # numeric feature -> raw training min, max, quantiles
         self.input_spec_: InputSpec | None = None
         self._index_cache: dict[str, pd.Index] = {}  # feature -> vocabulary index, built on first transform
         self._id_cache: dict[str, dict[str, int]] = {}  # feature -> {value: id}, for small inputs
@@ -432,6 +505,7 @@ class FeatureEncoder:
         fit.add(rows, source)
         fitted = fit.encoder(source)
         self.vocab_, self.mean_, self.std_, self.fill_ = fitted.vocab_, fitted.mean_, fitted.std_, fitted.fill_
+        self.range_ = fitted.range_
         self.input_spec_ = fitted.input_spec_
         self._index_cache, self._id_cache = {}, {}
         return self
@@ -522,6 +596,7 @@ class FeatureEncoder:
         dense = np.zeros((n, spec_in.num_dense), dtype=np.float32)
         oov: dict[str, int] = {}
         missing_counts: dict[str, int] = {}
+        missing_rows: dict[str, np.ndarray] = {}
         for j, spec in enumerate(self.cat_specs):
             col = column(rows, spec.name)
             strs, missing = categorical_strings(col, spec.name, source)
@@ -534,6 +609,8 @@ class FeatureEncoder:
             cat[:, j] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(missing.sum())
+            if missing_counts[spec.name]:
+                missing_rows[spec.name] = missing
         for j, spec in enumerate(self.multi_specs):
             row_ids, pos, vals = _split_multi(column(rows, spec.name), spec)
             _check_missing_policy(spec, n - len(np.unique(row_ids)), source)
@@ -541,15 +618,23 @@ class FeatureEncoder:
             multi[row_ids, j, pos] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(n - len(np.unique(row_ids)))
+            if missing_counts[spec.name]:
+                has_value = np.zeros(n, dtype=bool)
+                has_value[row_ids] = True
+                missing_rows[spec.name] = ~has_value
+        clipped: dict[str, int] = {}
         col_index = 0
         for spec in self.numeric_specs:
-            x = _transform_raw(spec, numeric_values(column(rows, spec.name), spec.name, source))
-            missing = ~np.isfinite(x)
+            raw = numeric_values(column(rows, spec.name), spec.name, source)
+            missing = ~np.isfinite(raw)
             _check_missing_policy(spec, int(missing.sum()), source)
-            x = np.where(missing, self.fill_[spec.name], x)
+            raw, clipped[spec.name] = self._guard_range(spec, raw, missing, source)
+            x = np.where(missing, self.fill_[spec.name], _transform_raw(spec, raw))
             with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is checked and named below
                 dense[:, col_index] = (x - self.mean_[spec.name]) / self.std_[spec.name]
             missing_counts[spec.name] = int(missing.sum())
+            if missing_counts[spec.name]:
+                missing_rows[spec.name] = missing
             col_index += 1
             if spec.missing_indicator:
                 dense[:, col_index] = missing.astype(np.float32)
@@ -557,7 +642,31 @@ class FeatureEncoder:
         if not np.isfinite(dense).all():  # e.g. a finite value whose standardised form overflows float32
             bad_col = spec_in.dense_features[int(np.flatnonzero(~np.isfinite(dense).all(axis=0))[0])]
             raise ValueError(f"{source}: numeric feature '{bad_col}' overflows float32 after scaling")
-        return EncodedFeatures(cat, multi, dense, oov, missing_counts)
+        return EncodedFeatures(cat, multi, dense, oov, missing_counts, clipped, missing_rows)
+
+    def _guard_range(self, spec: FeatureSpec, raw: np.ndarray, missing: np.ndarray, source: str) -> tuple[np.ndarray, int]:
+        """Apply the feature's range rule (``clip`` | ``error`` | ``off``) to present values; returns (values, clipped).
+
+        Raises:
+            ValueError: ``clip: error`` and values outside the training range (names the feature, the range and
+                examples).
+        """
+        mode = spec.clip or self.schema.clip
+        bounds = self.range_.get(spec.name)
+        if mode == "off" or not bounds or bounds.get("min") is None:
+            return raw, 0
+        lo, hi = float(bounds["min"]), float(bounds["max"])
+        with np.errstate(invalid="ignore"):
+            outside = ~missing & ((raw < lo) | (raw > hi))
+        count = int(outside.sum())
+        if not count:
+            return raw, 0
+        if mode == "error":
+            examples = np.unique(raw[outside])[:3].tolist()
+            raise ValueError(f"{source}: numeric feature '{spec.name}' has {count} values outside its training range "
+                             f"[{lo:.6g}, {hi:.6g}], e.g. {examples}; fix the values, or set clip: clip to clip and "
+                             f"count them")
+        return np.where(outside, np.clip(raw, lo, hi), raw), count
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -570,6 +679,7 @@ class FeatureEncoder:
             "mean": self.mean_,
             "std": self.std_,
             "fill": self.fill_,
+            "range": self.range_,
             "input_spec": spec_in.to_dict(),
         }
 
@@ -582,7 +692,7 @@ class FeatureEncoder:
                 sizes recomputed from the vocabularies disagree with the saved input layout.
         """
         enc = cls(schema)
-        saved = {f["name"]: f for f in state["features"]}
+        saved = {f["name"]: FeatureSpec.model_validate(f).model_dump(mode="json") for f in state["features"]}
         current = {f.name: f.model_dump(mode="json") for f in schema.features}
         changed = sorted(n for n in set(saved) | set(current) if saved.get(n) != current.get(n))
         if changed:
@@ -593,6 +703,7 @@ class FeatureEncoder:
         enc.mean_ = {k: float(v) for k, v in state["mean"].items()}
         enc.std_ = {k: float(v) for k, v in state["std"].items()}
         enc.fill_ = {k: float(v) for k, v in state["fill"].items()}
+        enc.range_ = {k: dict(v) for k, v in state.get("range", {}).items()}  # absent in artifacts before 0.2
         enc.input_spec_ = enc.build_input_spec()
         if enc.input_spec_.to_dict() != state["input_spec"]:
             raise ValueError(

@@ -211,6 +211,23 @@ class BinnedMetrics:
             ))
         return out
 
+    def quantiles(self, formats: list[str], qs: tuple[float, ...]) -> list[float]:
+        """Quantiles of the pCTR of the rows of ``formats`` (bucket means once binned); NaN without rows."""
+        idx = [i for i, f in enumerate(self.formats) if f in set(formats)]
+        if not self.binned:
+            fmt, _, p, _ = self._joined_rows()
+            values = p[np.isin(fmt, idx)]
+            return np.quantile(values, qs).tolist() if len(values) else [float("nan")] * len(qs)
+        assert self.counts is not None and self.sum_pctr is not None
+        total = _sum_rows(self.counts, idx).sum(axis=0)  # (NUM_BUCKETS,)
+        filled = np.flatnonzero(total)
+        if not len(filled):
+            return [float("nan")] * len(qs)
+        means = _sum_rows(self.sum_pctr, idx)[filled] / total[filled]
+        cum = np.cumsum(total[filled])
+        at = np.minimum(np.searchsorted(cum, np.asarray(qs) * cum[-1], side="left"), len(cum) - 1)
+        return means[at].tolist()
+
     def evaluate(self, format_to_task: dict[str, str], tasks: list[str] | tuple[str, ...], split: str = "eval",
                  group_attributes: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
         """Per-format, per-task, per-attribute and macro tables, as ``evaluate_groups`` returns them."""

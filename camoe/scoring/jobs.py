@@ -19,7 +19,10 @@ from camoe.data.sources import RowFilter, RowSource
 from camoe.evaluation.binned import MANTISSA_BITS, BinnedMetrics
 from camoe.scoring.scorer import Scorer
 
-__all__ = ["evaluate_source", "true_probabilities", "write_predictions"]
+__all__ = ["NEAR_CONSTANT_SPREAD", "evaluate_source", "true_probabilities", "write_predictions"]
+
+# a task whose pCTR spread (p99 - p1) / p50 over its rows is below this is flagged as a near-constant model
+NEAR_CONSTANT_SPREAD = 0.01
 
 
 def true_probabilities(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
@@ -80,6 +83,19 @@ def evaluate_source(
                    true_probabilities(chunk, tp, label) if with_tp else None, source=label)
         quality.add(scores.quality)
     result = acc.evaluate(layout.format_to_task, layout.tasks, split, group_attributes=attributes)
+    result["pctr_quantiles"], result["warnings"] = {}, []
+    for task in layout.tasks:
+        p1, p50, p99 = acc.quantiles([f for f, t in layout.format_to_task.items() if t == task], (0.01, 0.5, 0.99))
+        if np.isnan(p50):
+            continue
+        result["pctr_quantiles"][task] = {"p1": p1, "p50": p50, "p99": p99}
+        spread = (p99 - p1) / p50 if p50 > 0 else 0.0
+        if result["tasks"][task]["rows"] >= 100 and spread < NEAR_CONSTANT_SPREAD:
+            message = (f"{label}: task '{task}' scores a near-constant pCTR (p1 {p1:.4g}, p99 {p99:.4g}: a spread of "
+                       f"{spread:.2%} of the median): the model does not rank its rows; check train.weight_decay, "
+                       f"train.learning_rate and the training log")
+            result["warnings"].append(message)
+            warnings.warn(message, stacklevel=2)
     result["split"] = split
     result["oov"] = dict(quality.out_of_vocabulary)
     result["input_quality"] = quality.to_dict(nonzero=True)

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,8 +48,10 @@ class Scores:
         pctr: (N,) float64 pCTR from each row's own task head, calibrated when the artifact holds a calibration.
         format_ids: (N,) int64 index of each row's ad format in ``layout.formats``.
         task_ids: (N,) int64 index of each row's task in ``layout.tasks``.
-        quality: out-of-vocabulary and missing counts per feature.
+        quality: out-of-vocabulary, missing and clipped counts per feature.
         labels: (N,) float32 clicks when scored with ``labels=True``, else None.
+        missing_rows: feature -> (N,) bool, the rows whose value was missing (imputed); features without a missing
+            value are absent.
     """
 
     pctr: np.ndarray
@@ -57,6 +59,11 @@ class Scores:
     task_ids: np.ndarray
     quality: InputQuality
     labels: np.ndarray | None = None
+    missing_rows: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def missing_features(self, row: int) -> list[str]:
+        """The features whose value was missing in ``row``."""
+        return [name for name, rows in self.missing_rows.items() if rows[row]]
 
 
 class TorchBackend:
@@ -155,7 +162,7 @@ class Scorer:
         batch = encoded.batch
         fmt = batch.format_ids.numpy()
         return Scores(self.score_batch(batch, source), fmt, self.layout.format_task_index[fmt], encoded.quality,
-                      None if batch.labels is None else batch.labels.numpy())
+                      None if batch.labels is None else batch.labels.numpy(), encoded.missing_rows)
 
     def task_proba(self, rows: Rows, source: str = "data") -> np.ndarray:
         """(N, T) calibrated pCTR of every task head (columns in ``layout.tasks`` order); eager scorers only.

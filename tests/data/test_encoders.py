@@ -417,12 +417,15 @@ def test_transform_before_fit_raises(make_config, b04_rows) -> None:
         FeatureEncoder(make_config().schema).transform(b04_rows)
 
 
-def test_numeric_text_nan_and_inf_are_missing(make_config, b04_rows) -> None:
+def test_numeric_text_nan_is_missing_and_inf_is_refused_naming_the_feature(make_config, b04_rows) -> None:
     enc = _fitted(make_config, b04_rows)
-    frame = b04_rows.assign(bid_price=["nan", "inf", "", "0.5", "0.4", "0.6", "0.9", "0.8"])
+    frame = b04_rows.assign(bid_price=["nan", "NA", "", "0.5", "0.4", "0.6", "0.9", "0.8"])
     out = enc.transform(frame)
     assert np.isfinite(out.dense).all()
     assert out.missing_counts["bid_price"] == 3
+    for bad in ("inf", "-Infinity", "1e400"):
+        with pytest.raises(ValueError, match=r"score\.csv: numeric column 'bid_price' holds infinite values"):
+            enc.transform(frame.assign(bid_price=[bad] + frame["bid_price"].tolist()[1:]), "score.csv")
 
 
 def test_schema_config_rejects_duplicate_and_label_features() -> None:

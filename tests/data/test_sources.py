@@ -167,19 +167,26 @@ def test_bad_labels_in_the_test_split_stop_the_run_before_training(tmp_path: Pat
 
 
 def test_bad_feature_values_in_the_test_split_keep_the_trained_model(tmp_path: Path, capsys) -> None:
-    """Feature values are encoded only when a split is scored: a value that overflows the encoder in the test split
-    must not throw the trained model away."""
+    """Feature values are encoded only when a split is scored: a value the range guard refuses (clip: error) in the
+    test split must not throw the trained model away."""
     log = tmp_path / "log"
     assert main(["generate", "--rows", "6000", "--shards", "1", "--output", str(log)]) == 0
     frame = pd.read_parquet(log / "part-00000.parquet")
-    frame["ad_duration_s"] = frame["ad_duration_s"].astype("float64")
-    frame.loc[frame["ts"].idxmax(), "ad_duration_s"] = 1e300  # overflows float32 after scaling
+    frame.loc[frame["ts"].idxmax(), "ad_duration_s"] = 1e6  # far outside the training range (0..30)
     frame.to_parquet(log / "part-00000.parquet", index=False)
+    import yaml
+
+    config = yaml.safe_load(camoe.demo_config_path().read_text())
+    for feature in config["schema"]["features"]:
+        if feature["name"] == "ad_duration_s":
+            feature["clip"] = "error"  # its valid rows hold only trained values (0, 10, 15, 20, 30)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
     sets = ["--set", f"data.path={log}", "--set", "data.streaming.enabled=true", "--set", "train.epochs=1",
             "--set", "model.expert_hidden=[8]"]
-    assert main(["train", str(camoe.demo_config_path()), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    assert main(["train", str(tmp_path / "cfg.yaml"), *sets, "--no-progress", "--output", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "test split" in err and "ad_duration_s" in err and "trained model was saved to" in err
+    assert "test split" in err and "'ad_duration_s'" in err and "outside its training range" in err
+    assert "trained model was saved to" in err
     assert camoe.CTRPipeline.load(tmp_path / "m").predict_proba(frame.head(3)).shape == (3,)
 
 
