@@ -5,7 +5,9 @@
 2. HTTP on loopback against a ``camoe serve`` subprocess (uvicorn, ONNX backend), driven from this process (the load
    generator never shares the server's interpreter):
    * open loop: a fixed offered rate (default 100 requests/s of 100 mixed-format candidates), bounded count;
-   * closed loop: N requests from C concurrent clients (default 10,000 requests, concurrency 32).
+   * closed loop: N requests from C concurrent keep-alive connections (default 10,000 requests, concurrency 32),
+     once per worker count (``--workers 1 2``);
+   * slow clients: connections that send their headers a byte per second while /healthz is polled.
    Each prints p50 / p99 latency in ms, the achieved rate and the error count (any non-200 is an error).
 
 Run: .venv/bin/python benchmarks/serving.py [--artifact runs/demo/model] [--top-k 1]
@@ -151,25 +153,118 @@ async def _open_loop(url: str, body: dict[str, Any], requests: int, rate: float)
           f"{_percentiles(rec.latencies)}, achieved {requests / elapsed:.1f} req/s, errors {rec.errors}", flush=True)
 
 
-async def _closed_loop(url: str, body: dict[str, Any], requests: int, concurrency: int) -> None:
-    import httpx
+class _RawConnection:
+    """One keep-alive HTTP/1.1 connection sending a pre-encoded request and reading the reply by Content-Length.
 
-    remaining = requests
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        rec = _Recorder(client, body)
+    The load generator shares the 2-core machine with the server, so its cost per request matters: httpx spends
+    about as much CPU per request as the server's scoring; this reads and writes bytes only.
+    """
 
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                await rec.post()
+    def __init__(self, host: str, port: int, request: bytes) -> None:
+        self.host, self.port, self.request = host, port, request
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    print(f"HTTP closed loop: {len(body['candidates'])} candidates, {requests} requests, concurrency {concurrency}: "
-          f"{_percentiles(rec.latencies)}, achieved {requests / elapsed:.1f} req/s, errors {rec.errors}", flush=True)
+    async def post(self) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        if b"connection: close" in head.lower():
+            self.writer.close()
+            self.writer = None
+        return status
+
+
+async def _closed_loop(url: str, body: dict[str, Any], requests: int, concurrency: int, label: str = "") -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    request = (f"POST /v1/score HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    remaining, latencies, errors = requests, [], 0
+
+    async def worker() -> None:
+        nonlocal remaining, errors
+        conn = _RawConnection(host, int(port), request)
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            try:
+                errors += await conn.post() != 200
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
+                conn.writer = None
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    rate = requests / elapsed
+    print(f"HTTP closed loop{label}: {len(body['candidates'])} candidates, {requests} requests, concurrency "
+          f"{concurrency}: {_percentiles(latencies)}, achieved {rate:.1f} req/s, errors {errors}", flush=True)
+    return {"rate": rate, "p99_ms": float(np.percentile(np.array(latencies) * 1e3, 99)), "errors": errors}
+
+
+async def _slow_clients(url: str, connections: int, seconds: float) -> None:
+    """``connections`` clients that send their headers one byte per second, held for ``seconds``, while /healthz is
+    polled every 50 ms: prints how many polls answered and the slowest one."""
+    host, port = url.removeprefix("http://").split(":")
+    line = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n".encode()
+    stop = time.perf_counter() + seconds
+    closed = 0
+
+    async def slow() -> None:
+        nonlocal closed
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            return
+        i = 0
+        while time.perf_counter() < stop:
+            try:
+                writer.write(line[i % len(line): i % len(line) + 1])
+                await writer.drain()
+                if reader.at_eof():
+                    closed += 1
+                    return
+                await asyncio.sleep(1.0)
+                i += 1
+            except (ConnectionError, OSError):
+                closed += 1
+                return
+        writer.close()
+
+    async def probe() -> tuple[int, int, float]:
+        ok = failed = 0
+        worst = 0.0
+        conn_request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+                writer.write(conn_request)
+                answer = await asyncio.wait_for(reader.read(200), 2)
+                writer.close()
+                ok += answer.startswith(b"HTTP/1.1 200")
+                failed += not answer.startswith(b"HTTP/1.1 200")
+            except (OSError, asyncio.TimeoutError):
+                failed += 1
+            worst = max(worst, time.perf_counter() - t0)
+            await asyncio.sleep(0.05)
+        return ok, failed, worst
+
+    results = await asyncio.gather(probe(), *(slow() for _ in range(connections)))
+    ok, failed, worst = results[0]
+    print(f"slow clients: {connections} connections sending headers at 1 byte/s for {seconds:.0f} s: /healthz answered "
+          f"{ok} of {ok + failed} polls (slowest {worst * 1e3:.1f} ms); the server closed {closed} slow connections",
+          flush=True)
 
 
 def main() -> None:
@@ -181,6 +276,10 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=100, help="candidates per HTTP request")
     parser.add_argument("--load-requests", type=int, default=10_000, help="closed-loop HTTP requests")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop concurrent clients")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to load, in turn")
+    parser.add_argument("--slow-connections", type=int, default=200, help="slow clients held during the last run")
+    parser.add_argument("--slow-seconds", type=float, default=15.0, help="how long the slow clients are held")
+    parser.add_argument("--header-timeout", type=float, default=5.0, help="camoe serve --header-timeout")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args()
@@ -200,19 +299,29 @@ def main() -> None:
         _in_process(pipe, pruned, log)
     if args.skip_http:
         return
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(artifact), "--port", str(port),
-                               "--backend", "onnx"], stdout=subprocess.DEVNULL, env={**os.environ})
-    try:
-        wait_until_healthy(url, server, timeout_s=120)
-        body = _request_body(pipe, log.sample(args.candidates, random_state=2))
-        asyncio.run(_open_loop(url, body, min(200, args.requests), args.rate))  # warm-up, not reported separately
-        asyncio.run(_open_loop(url, body, args.requests, args.rate))
-        asyncio.run(_closed_loop(url, body, args.load_requests, args.concurrency))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    body = _request_body(pipe, log.sample(args.candidates, random_state=2))
+    summary = {}
+    for workers in args.workers:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(artifact), "--port", str(port),
+                                   "--backend", "onnx", "--workers", str(workers), "--header-timeout",
+                                   str(args.header_timeout)], stdout=subprocess.DEVNULL, env={**os.environ})
+        try:
+            wait_until_healthy(url, server, timeout_s=120)
+            print(f"--- camoe serve --workers {workers}", flush=True)
+            asyncio.run(_closed_loop(url, body, min(2000, args.load_requests), args.concurrency, " (warm-up)"))
+            if workers == args.workers[0]:
+                asyncio.run(_open_loop(url, body, args.requests, args.rate))
+            summary[workers] = asyncio.run(_closed_loop(url, body, args.load_requests, args.concurrency))
+            if workers == args.workers[-1] and args.slow_connections:
+                asyncio.run(_slow_clients(url, args.slow_connections, args.slow_seconds))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    if len(summary) > 1:
+        first, last = args.workers[0], args.workers[-1]
+        print(f"workers {last} vs {first}: {summary[last]['rate'] / summary[first]['rate']:.2f}x the requests/s")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 __all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "InputQuality", "stable_hash"]
 
 _SMALL = 4096  # inputs up to this many values take the per-value lookups (scoring requests)
+_MEMO_TYPES = frozenset({str, int, float, bool})  # request values memoised as they come (True == 1 share "1")
+_MEMO_MAX = 1 << 16
 HASH_KEY = "camoe-hash-v1.0."  # 16 bytes; changing it changes every hashed id
 
 
@@ -465,6 +467,7 @@ class FeatureEncoder:
         self.input_spec_: InputSpec | None = None
         self._index_cache: dict[str, pd.Index] = {}  # feature -> vocabulary index, built on first transform
         self._id_cache: dict[str, dict[str, int]] = {}  # feature -> {value: id}, for small inputs
+        self._raw_ids: dict[str, dict[Any, int]] = {}  # feature -> {raw request value: id} (``_small_ids``)
 
     @property
     def cat_specs(self) -> list[FeatureSpec]:
@@ -507,7 +510,7 @@ class FeatureEncoder:
         self.vocab_, self.mean_, self.std_, self.fill_ = fitted.vocab_, fitted.mean_, fitted.std_, fitted.fill_
         self.range_ = fitted.range_
         self.input_spec_ = fitted.input_spec_
-        self._index_cache, self._id_cache = {}, {}
+        self._index_cache, self._id_cache, self._raw_ids = {}, {}, {}
         return self
 
     def build_input_spec(self) -> InputSpec:
@@ -548,6 +551,29 @@ class FeatureEncoder:
             index = self._index_cache[spec.name] = pd.Index(self.vocab_[spec.name], dtype=object)
         codes = index.get_indexer(pd.Index(np.asarray(strs, dtype=object), dtype=object))
         return np.where(codes < 0, OOV_ID, codes + NUM_RESERVED)
+
+    def _small_ids(self, spec: FeatureSpec, values: list[Any], source: str) -> np.ndarray:
+        """Ids of a short list of raw values (a scoring request) through a per-feature memo raw value -> id, so a
+        value seen before costs one dict lookup; the same rules as the vectorised path (``category_value``, then
+        the vocabulary or the hash)."""
+        memo = self._raw_ids.setdefault(spec.name, {})
+        get = memo.get
+        ids = [get(v) if type(v) in _MEMO_TYPES else None for v in values]
+        if None in ids:
+            for i, v in enumerate(values):
+                if ids[i] is not None:
+                    continue
+                try:
+                    text = category_value(v)
+                except TypeError as err:
+                    raise ValueError(f"{source}: feature '{spec.name}': {err}") from None
+                got = MISSING_ID if not text else int(self._encode_strings(spec, np.array([text], dtype=object))[0])
+                ids[i] = got
+                if type(v) in _MEMO_TYPES:
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[v] = got
+        return np.array(ids, dtype=np.int64)
 
     def _encode_identity(
         self, spec: FeatureSpec, col: pd.Series | np.ndarray, missing: np.ndarray, source: str
@@ -597,15 +623,22 @@ class FeatureEncoder:
         oov: dict[str, int] = {}
         missing_counts: dict[str, int] = {}
         missing_rows: dict[str, np.ndarray] = {}
+        small_lists = not isinstance(rows, pd.DataFrame) and n <= _SMALL  # a scoring request's {column: list}
         for j, spec in enumerate(self.cat_specs):
-            col = column(rows, spec.name)
-            strs, missing = categorical_strings(col, spec.name, source)
-            _check_missing_policy(spec, int(missing.sum()), source)
-            if spec.encoding == "identity":
-                ids = self._encode_identity(spec, col, missing, source)
+            values = rows[spec.name] if small_lists else None
+            if isinstance(values, list) and spec.encoding != "identity":
+                ids = self._small_ids(spec, values, source)
+                missing = ids == MISSING_ID
+                _check_missing_policy(spec, int(missing.sum()), source)
             else:
-                ids = np.full(n, MISSING_ID, dtype=np.int64)
-                ids[~missing] = self._encode_strings(spec, strs[~missing])
+                col = column(rows, spec.name)
+                strs, missing = categorical_strings(col, spec.name, source)
+                _check_missing_policy(spec, int(missing.sum()), source)
+                if spec.encoding == "identity":
+                    ids = self._encode_identity(spec, col, missing, source)
+                else:
+                    ids = np.full(n, MISSING_ID, dtype=np.int64)
+                    ids[~missing] = self._encode_strings(spec, strs[~missing])
             cat[:, j] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(missing.sum())
