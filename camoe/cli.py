@@ -252,8 +252,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     stream = args.reader in ("auto", "parquet") and _parquet(args.data)
     rows = open_rows(pipe.config, args.data, stream=stream, reader=reader)
     written, quality = write_predictions(pipe.scorer(args.backend), rows, args.output, keep=args.keep)
-    oov = quality.to_dict(nonzero=True)["out_of_vocabulary"]
-    _print(f"wrote {written:,} pCTRs to {args.output}; rows with out-of-vocabulary values per feature: {oov or 'none'}")
+    counts = quality.to_dict(nonzero=True)
+    _print(f"wrote {written:,} pCTRs to {args.output}; per feature, rows with out-of-vocabulary values: "
+           f"{counts['out_of_vocabulary'] or 'none'}; missing values (imputed): {counts['missing'] or 'none'}; values "
+           f"clipped to the training range: {counts['clipped'] or 'none'}")
     return 0
 
 

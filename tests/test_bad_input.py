@@ -216,3 +216,42 @@ def test_cli_predict_never_overwrites_its_input_or_the_artifact(tmp_path: Path, 
         assert message in capsys.readouterr().err
     assert path.read_text() == before
     camoe.CTRPipeline.load(folder)  # untouched
+
+
+def test_1e400_is_refused_naming_the_feature_in_csv_and_parquet_files(tmp_path: Path) -> None:
+    pipe, path = _fitted_on_csv(tmp_path)
+    folder = pipe.save(tmp_path / "model")
+    text = path.read_text().splitlines()
+    header = text[0].split(",")
+    row = text[1].split(",")
+    row[header.index("bid_price")] = "1e400"  # pandas reads it as inf: an overflow, not a missing value
+    (tmp_path / "big.csv").write_text("\n".join([text[0], ",".join(row), *text[2:]]) + "\n")
+    frame = read_for_config(pipe.config, tmp_path / "big.csv")
+    frame.to_parquet(tmp_path / "big.parquet", index=False)
+    for name in ("big.csv", "big.parquet"):
+        assert main(["predict", str(folder), str(tmp_path / name), "--output", str(tmp_path / "p.csv")]) == 2
+        assert main(["evaluate", str(folder), "--data", str(tmp_path / name), "--output", str(tmp_path / "e")]) == 2
+
+
+def test_out_of_range_values_are_clipped_counted_and_leave_in_range_rows_unchanged(tmp_path: Path, capsys) -> None:
+    pipe, path = _fitted_on_csv(tmp_path)
+    rows = read_for_config(pipe.config, path)
+    before = pipe.predict_proba(rows)
+    wild = rows.astype({"bid_price": "float64"})
+    wild.loc[0, "bid_price"] = -1e10
+    wild.loc[1, "bid_price"] = 1e30
+    scores = pipe.scorer().score(wild)
+    np.testing.assert_array_equal(scores.pctr[2:], before[2:])  # rows inside the range score exactly as before
+    assert scores.quality.clipped == {"bid_price": 2}
+    lo = wild.assign(bid_price=rows["bid_price"].min())  # clipping = scoring at the edge of the range
+    assert scores.pctr[0] == pytest.approx(pipe.predict_proba(lo)[0], abs=1e-12)
+    folder = pipe.save(tmp_path / "model")
+    wild.to_csv(tmp_path / "wild.csv", index=False)
+    assert main(["predict", str(folder), str(tmp_path / "wild.csv"), "--output", str(tmp_path / "p.csv")]) == 0
+    assert "values clipped to the training range: {'bid_price': 2}" in capsys.readouterr().out
+    assert main(["evaluate", str(folder), "--data", str(tmp_path / "wild.csv"), "--output", str(tmp_path / "e")]) == 0
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["input_quality"]["clipped"] == {"bid_price": 2}
+    pipe.config.schema.clip = "error"
+    with pytest.raises(ValueError, match=r"'bid_price' has 2 values outside its training range"):
+        pipe.predict_proba(wild)

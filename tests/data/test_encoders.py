@@ -433,3 +433,18 @@ def test_schema_config_rejects_duplicate_and_label_features() -> None:
         SchemaConfig(features=[{"name": "a", "type": "numeric"}, {"name": "a", "type": "numeric"}])
     with pytest.raises(ValueError, match="label"):
         SchemaConfig(features=[{"name": "click", "type": "numeric"}])
+
+
+def test_integers_and_booleans_follow_one_rule_in_files_and_json(config_dict) -> None:
+    """An integer feature fitted from CSV (hour 0..3, app_in_focus 0/1) scores the same when JSON sends 2, 2.0,
+    "2.0" or true / "TRUE" for 1: one coercion rule, no silent out-of-vocabulary."""
+    cfg = camoe.load_config({"schema": {"features": [{"name": "hour", "type": "categorical"},
+                                                     {"name": "focus", "type": "categorical"}]}})
+    enc = FeatureEncoder(cfg.schema).fit(pd.DataFrame({"hour": [0, 1, 2, 3], "focus": [0, 1, 1, 0]}))
+    expected = enc.transform(pd.DataFrame({"hour": [2, 2, 2, 1], "focus": [1, 1, 1, 0]})).cat_ids
+    sent = {"hour": [2, 2.0, "2.0", True], "focus": [True, "TRUE", " true ", False]}
+    got = enc.transform(sent)
+    np.testing.assert_array_equal(got.cat_ids, expected)
+    assert got.oov_counts == {"hour": 0, "focus": 0}
+    from_text = enc.transform(pd.DataFrame({"hour": ["2", "2.0", "2.00", "1"], "focus": ["1", "true", "1", "false"]}))
+    np.testing.assert_array_equal(from_text.cat_ids, expected)
