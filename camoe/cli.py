@@ -187,7 +187,7 @@ def _train(
     result = pipe.train_result_
     if ctx.enabled:
         _print(f"data parallel: {ctx.world_size} ranks, global batch {cfg.train.batch_size}")
-    _print(f"trained {cfg.model.name} ({cfg.model.expert_type} experts, grouping '{cfg.grouping.strategy}', "
+    _print(f"trained {cfg.model.name} ({cfg.model.expert_type} experts, grouping '{pipe.layout_.strategy}', "
            f"tasks {list(pipe.layout_.tasks)}) in {time.perf_counter() - t0:.1f} s, "
            f"{result.rows_per_s:,.0f} rows/s, best step {result.best_step}")
     if result.resumed_from_step is not None:

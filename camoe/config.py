@@ -7,7 +7,7 @@ commented where they are declared. Experiment YAML files may name a ``base:`` fi
 Example:
     >>> cfg = RunConfig.model_validate({"schema": {"features": [{"name": "device", "type": "categorical"}]}})
     >>> cfg.model.expert_type, cfg.grouping.strategy, cfg.train.loss_normalisation
-    ('dcn', 'modality', 'per_task')
+    ('dcn', 'auto', 'per_task')
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ class SchemaConfig(_Strict):
     format: str = "format"  # ad format column; picks the task head through the grouping
     timestamp: str | None = "ts"  # used by the temporal split; None for logs without time
     true_prob: str | None = None  # optional true click probability (synthetic logs) for the oracle AUC-PR
+    user: str | None = None  # optional user id column: GAUC (per-user AUC) in the metrics
     # numeric values outside their training range at scoring time: clip (default, counted per feature) | error | off
     clip: Literal["clip", "error", "off"] = "clip"
     features: list[FeatureSpec] = Field(min_length=1)
@@ -116,14 +117,15 @@ class SchemaConfig(_Strict):
 class GroupingConfig(_Strict):
     """How ad formats are grouped into tasks (one gate + one tower per task).
 
-    ``modality``, ``content`` and ``slot`` group by that attribute of each format (see ``RunConfig.formats``);
-    ``modality2`` is the deployed 2-head form (audio + display → ``audio``, video → ``video``); ``per_format`` gives
-    every format its own task; ``single`` one task; ``explicit`` takes ``task_map``.
+    ``auto`` (default) groups by ``modality`` when every format has a modality attribute (``RunConfig.formats``) and
+    gives every format its own task otherwise; ``modality``, ``content`` and ``slot`` group by that attribute of each
+    format; ``modality2`` is the deployed 2-head form (audio + display → ``audio``, video → ``video``); ``per_format``
+    gives every format its own task; ``single`` one task; ``explicit`` takes ``task_map``.
     ``transfer`` adds entries to the format × task loss mask: ``{video_takeover: [audio]}`` lets video_takeover rows
     also train the audio head (directional transfer). A row is always scored by its own task's head.
     """
 
-    strategy: Literal["single", "modality", "modality2", "content", "slot", "per_format", "explicit"] = "modality"
+    strategy: Literal["auto", "single", "modality", "modality2", "content", "slot", "per_format", "explicit"] = "auto"
     task_map: dict[str, str] | None = None  # explicit: format -> task
     transfer: dict[str, list[str]] = Field(default_factory=dict)  # format -> extra tasks its rows also train
 
@@ -299,17 +301,56 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    """Turn a pydantic error into one message naming each bad key and the accepted keys there."""
+    """Turn a pydantic error into one message naming each bad key, the value given and what is accepted there, in
+    plain words (no "Input should be ..." or "Value error, ..." wording).
+
+    Example:
+        >>> try:
+        ...     RunConfig.model_validate({"schema": {"features": [{"name": "a", "type": "numerc"}]}})
+        ... except ValidationError as err:
+        ...     print(format_validation_error(err, RunConfig, "my.yaml"))
+        invalid config my.yaml:
+          schema.features[0].type: 'numerc' is not accepted; expected one of 'categorical', 'multi_categorical', 'numeric'
+    """
     lines = [f"invalid config {source}:"]
     for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"])
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            parent = _model_at(model, item["loc"][:-1])
-            valid = sorted(_public_fields(parent)) if parent is not None else []
-            msg = f"unknown key; accepted keys here: {', '.join(valid)}"
-        lines.append(f"  {loc}: {msg}")
+        loc = _loc_text(item["loc"])
+        lines.append(f"  {loc}: {_plain_message(item, model)}" if loc else f"  {_plain_message(item, model)}")
     return "\n".join(lines)
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _plain_message(item: Any, model: type[BaseModel]) -> str:
+    kind, ctx, given = item["type"], item.get("ctx") or {}, item.get("input")
+    shown = repr(given) if isinstance(given, (str, int, float, bool)) or given is None else type(given).__name__
+    if kind == "extra_forbidden":
+        parent = _model_at(model, item["loc"][:-1])
+        valid = sorted(_public_fields(parent)) if parent is not None else []
+        return f"unknown key; accepted keys here: {', '.join(valid)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        return f"{shown} is not accepted; expected one of {ctx.get('expected', '')}".replace(" or ", ", ")
+    if kind == "value_error":
+        return str(ctx.get("error", item["msg"])).removeprefix("Value error, ")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    for name, op in bounds.items():
+        if kind == name:
+            limit = next(iter(ctx.values()), "")
+            return f"must be {op} {limit}, got {shown}"
+    expected = {"int_parsing": "an integer", "int_type": "an integer", "int_from_float": "a whole number",
+                "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+                "bool_type": "true or false", "string_type": "text", "list_type": "a list", "dict_type": "a mapping",
+                "model_type": "a mapping of keys", "finite_number": "a finite number", "too_short": "more entries"}
+    if kind in expected:
+        return f"expected {expected[kind]}, got {shown}"
+    return f"{item['msg']} (got {shown})"
 
 
 def _public_fields(model: type[BaseModel]) -> list[str]:

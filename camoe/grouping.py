@@ -31,12 +31,21 @@ _ATTRIBUTE_OF_STRATEGY = {"modality": "modality", "content": "content", "slot": 
 
 @dataclass(frozen=True)
 class TaskLayout:
-    """Resolved formats, tasks and the (K, T) loss mask."""
+    """Resolved formats, tasks and the (K, T) loss mask.
+
+    Attributes:
+        formats: the K format names.
+        tasks: the T task names.
+        format_to_task: the head that scores each format.
+        mask: (K, T) float32 in {0, 1}: which heads each format's rows train.
+        strategy: the grouping strategy that produced it (``auto`` resolved to the one it chose).
+    """
 
     formats: tuple[str, ...]
     tasks: tuple[str, ...]
     format_to_task: dict[str, str]
     mask: np.ndarray = field(repr=False)  # (K, T) float32 in {0, 1}
+    strategy: str = "explicit"
 
     @property
     def format_task_index(self) -> np.ndarray:
@@ -69,6 +78,7 @@ class TaskLayout:
             "tasks": list(self.tasks),
             "format_to_task": dict(self.format_to_task),
             "mask": self.mask.astype(int).tolist(),
+            "strategy": self.strategy,
         }
 
     @classmethod
@@ -78,6 +88,7 @@ class TaskLayout:
             tasks=tuple(state["tasks"]),  # type: ignore[arg-type]
             format_to_task=dict(state["format_to_task"]),  # type: ignore[arg-type]
             mask=np.asarray(state["mask"], dtype=np.float32),
+            strategy=str(state.get("strategy", "explicit")),
         )
 
 
@@ -113,11 +124,17 @@ def build_task_layout(grouping: GroupingConfig, formats: dict[str, dict[str, str
     Raises:
         ValueError: a format lacks the attribute the strategy groups by, the explicit map misses or invents a
             format, or a transfer entry names an unknown format or task. Each message lists the valid names.
+
+    Example (``auto`` on formats without attributes):
+        >>> build_task_layout(GroupingConfig(), {"banner": {}, "video": {}}).strategy
+        'per_format'
     """
     if not formats:
         raise ValueError("no ad formats: the format table is empty")
     names = list(formats)
     strategy = grouping.strategy
+    if strategy == "auto":  # modality when every format says its modality, else one task per format
+        strategy = "modality" if all("modality" in formats[f] for f in names) else "per_format"
     attribute = "modality" if strategy == "modality2" else _ATTRIBUTE_OF_STRATEGY.get(strategy)
     if attribute is not None:
         lacking = [f for f in names if attribute not in formats[f]]
@@ -147,4 +164,4 @@ def build_task_layout(grouping: GroupingConfig, formats: dict[str, dict[str, str
             if t not in tasks:
                 raise ValueError(f"grouping.transfer['{f}']: unknown task '{t}'; tasks: {list(tasks)}")
             mask[names.index(f), tasks.index(t)] = 1.0
-    return TaskLayout(formats=tuple(names), tasks=tasks, format_to_task=format_to_task, mask=mask)
+    return TaskLayout(formats=tuple(names), tasks=tasks, format_to_task=format_to_task, mask=mask, strategy=strategy)

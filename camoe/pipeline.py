@@ -280,6 +280,11 @@ class CTRPipeline:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         layout = self.layout_
+        if cfg.grouping.strategy == "auto" and announce is not None and ctx.is_main:
+            why = ("every format has a modality attribute" if layout.strategy == "modality" else
+                   "the formats have no modality attribute in the config's formats table")
+            announce(f"grouping 'auto': {layout.strategy} ({why}), {len(layout.tasks)} tasks; set grouping.strategy "
+                     f"to choose")
         if valid_src is not None and ctx.is_main:
             self.check_rows(valid_src, names["valid"])
         for rows, name in also_check if ctx.is_main else ():

@@ -7,7 +7,7 @@ import pytest
 
 from camoe.config import GroupingConfig
 from camoe.data.synthetic import format_table
-from camoe.grouping import build_task_layout
+from camoe.grouping import TaskLayout, build_task_layout
 
 FORMATS = format_table()
 
@@ -64,3 +64,28 @@ def test_layout_round_trip() -> None:
     again = type(layout).from_dict(layout.to_dict())
     assert again.tasks == layout.tasks and again.format_to_task == layout.format_to_task
     np.testing.assert_array_equal(again.mask, layout.mask)
+
+
+def test_auto_grouping_uses_modality_when_every_format_has_one_and_one_task_per_format_otherwise() -> None:
+    with_modality = {"a": {"modality": "audio"}, "v": {"modality": "video"}, "b": {"modality": "audio"}}
+    layout = build_task_layout(GroupingConfig(), with_modality)
+    assert layout.strategy == "modality" and layout.tasks == ("audio", "video")
+    bare = {"pos1": {}, "pos2": {"slot": "x"}}
+    layout = build_task_layout(GroupingConfig(), bare)
+    assert layout.strategy == "per_format" and layout.tasks == ("pos1", "pos2")
+    assert TaskLayout.from_dict(layout.to_dict()).strategy == "per_format"
+
+
+def test_a_new_schema_without_a_formats_table_trains_with_the_default_grouping(rows) -> None:
+    import camoe
+
+    cfg = camoe.load_config({"schema": {"features": [{"name": "device", "type": "categorical"}]},
+                             "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [4],
+                                       "tower_hidden": [4]}, "train": {"epochs": 1, "min_task_clicks": 0},
+                             "data": {"split": {"valid_fraction": 0.0, "test_fraction": 0.0}}})
+    said: list[str] = []
+    pipe = camoe.CTRPipeline(cfg).fit(rows("ts,format,device,click\n1,top,ios,1\n2,top,web,0\n3,side,ios,0\n4,side,web,1"),
+                                      announce=said.append)
+    assert pipe.layout_.tasks == ("side", "top")
+    assert said == ["grouping 'auto': per_format (the formats have no modality attribute in the config's formats "
+                    "table), 2 tasks; set grouping.strategy to choose"]

@@ -85,9 +85,10 @@ class BinnedMetrics:
     """
 
     def __init__(self, formats: list[str] | tuple[str, ...], with_true_prob: bool = False,
-                 exact_max_rows: int = 262_144) -> None:
+                 exact_max_rows: int = 262_144, with_groups: bool = False) -> None:
         self.formats = list(formats)
         self.with_true_prob = with_true_prob
+        self.with_groups = with_groups  # user ids kept for GAUC (exact mode only: once binned, GAUC is NaN)
         self.exact_max_rows = exact_max_rows
         self._rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []  # exact mode parts
         self._kept = 0
@@ -102,7 +103,7 @@ class BinnedMetrics:
         return self.counts is not None
 
     def update(self, format_ids: np.ndarray, labels: np.ndarray, pctr: np.ndarray,
-               true_prob: np.ndarray | None = None, source: str = "split") -> None:
+               true_prob: np.ndarray | None = None, source: str = "split", groups: np.ndarray | None = None) -> None:
         """Add one record batch; every value is checked before anything is added.
 
         Args:
@@ -111,6 +112,7 @@ class BinnedMetrics:
             pctr: (n,) each row's own-task pCTR in [0, 1].
             true_prob: (n,) true click probability, or None (required when ``with_true_prob``).
             source: named in errors.
+            groups: (n,) user ids (required when ``with_groups``).
 
         Raises:
             ValueError: labels outside {0, 1}, pCTR or true probability outside [0, 1] / NaN, format ids that are
@@ -143,8 +145,11 @@ class BinnedMetrics:
         for f in np.unique(fmt):
             sel = fmt == f
             self.logloss_sum[f] += log_loss(y[sel], p_clip[sel], labels=[0, 1], normalize=False)
+        if self.with_groups and (groups is None or len(groups) != len(fmt)):
+            raise ValueError(f"{source}: user ids for GAUC are missing")
         if not self.binned and self._kept + len(fmt) <= self.exact_max_rows:
-            self._rows.append((fmt.astype(np.int32), y, p, tp))
+            self._rows.append((fmt.astype(np.int32), y, p, tp,
+                               np.asarray(groups, dtype=object) if self.with_groups else None))
             self._kept += len(fmt)
             return
         if not self.binned:  # outgrew the exact budget: fold the rows kept so far into histograms
@@ -152,7 +157,7 @@ class BinnedMetrics:
             self.sum_pctr = np.zeros((k, NUM_BUCKETS), dtype=np.float64)
             self.true_counts = np.zeros((k, 2, NUM_BUCKETS), dtype=np.int64) if self.with_true_prob else None
             rows, self._rows, self._kept = self._rows, [], 0
-            for f_part, y_part, p_part, tp_part in rows:
+            for f_part, y_part, p_part, tp_part, _ in rows:
                 self._add(f_part.astype(np.int64), y_part, p_part, tp_part)
         self._add(fmt, y, p, tp)
 
@@ -166,14 +171,16 @@ class BinnedMetrics:
         if self.true_counts is not None and tp is not None:
             _add_counts(self.true_counts, (fmt * 2 + y) * NUM_BUCKETS + score_buckets(tp))
 
-    def _joined_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    def _joined_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The kept rows as one part (joined once, then reused by every group's metrics)."""
         if len(self._rows) != 1:
             parts = self._rows or [(np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(0),
-                                    np.zeros(0) if self.with_true_prob else None)]
+                                    np.zeros(0) if self.with_true_prob else None,
+                                    np.zeros(0, dtype=object) if self.with_groups else None)]
             self._rows = [(np.concatenate([r[0] for r in parts]), np.concatenate([r[1] for r in parts]),
                            np.concatenate([r[2] for r in parts]),
-                           np.concatenate([r[3] for r in parts]) if self.with_true_prob else None)]  # type: ignore[misc]
+                           np.concatenate([r[3] for r in parts]) if self.with_true_prob else None,  # type: ignore[misc]
+                           np.concatenate([r[4] for r in parts]) if self.with_groups else None)]  # type: ignore[misc]
         return self._rows[0]
 
     def metrics(self, formats: list[str], name: str, split: str = "eval") -> dict[str, float]:
@@ -184,9 +191,10 @@ class BinnedMetrics:
         wanted = set(formats)
         idx = [i for i, f in enumerate(self.formats) if f in wanted]
         if not self.binned:
-            fmt, y, p, tp = self._joined_rows()
+            fmt, y, p, tp, groups = self._joined_rows()
             sel = np.isin(fmt, idx)
-            return binary_metrics(y[sel], p[sel], None if tp is None else tp[sel], name=name, split=split)
+            return binary_metrics(y[sel], p[sel], None if tp is None else tp[sel], name=name, split=split,
+                                  groups=None if groups is None else groups[sel])
         assert self.counts is not None and self.sum_pctr is not None
         counts = _sum_rows(self.counts, idx)  # (2, NUM_BUCKETS)
         total = counts.sum(axis=0)
@@ -215,7 +223,7 @@ class BinnedMetrics:
         """Quantiles of the pCTR of the rows of ``formats`` (bucket means once binned); NaN without rows."""
         idx = [i for i, f in enumerate(self.formats) if f in set(formats)]
         if not self.binned:
-            fmt, _, p, _ = self._joined_rows()
+            fmt, _, p, _, _ = self._joined_rows()
             values = p[np.isin(fmt, idx)]
             return np.quantile(values, qs).tolist() if len(values) else [float("nan")] * len(qs)
         assert self.counts is not None and self.sum_pctr is not None
@@ -237,7 +245,8 @@ class BinnedMetrics:
         else:
             present = {self.formats[i] for i in np.unique(self._joined_rows()[0])}
         return group_sections(present, format_to_task, tasks, lambda group, name: self.metrics(group, name, split),
-                              group_attributes, has_true_prob=self.with_true_prob)
+                              group_attributes, has_true_prob=self.with_true_prob,
+                              has_groups=self.with_groups and not self.binned)
 
 
 def _sum_rows(table: np.ndarray, idx: list[int]) -> np.ndarray:

@@ -14,6 +14,8 @@ Definitions (all from scikit-learn where it has them):
   their counts, so the weighted sum is computed here.
 * ``calibration_ratio``: Σ pCTR / Σ clicks (1 = calibrated, > 1 over-prediction, case B24).
 * ``oracle_auc_pr``: AUC-PR of the true click probability, when the log carries it.
+* ``gauc``: group AUC, the impression-weighted mean of each user's AUC-ROC over the users with both a click and a
+  non-click (Zhou et al. 2018, "Deep Interest Network", Eq. 8), when rows carry a user id (``schema.user``).
 
 For a task, metrics use only that task's head (column) and only rows whose format belongs to that task (case B03).
 """
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 __all__ = [
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 METRIC_NAMES = (
-    "rows", "positives", "ctr", "mean_pctr", "auc_pr", "auc_roc", "logloss", "ne", "ece", "calibration_ratio",
+    "rows", "positives", "ctr", "mean_pctr", "auc_pr", "auc_roc", "gauc", "logloss", "ne", "ece", "calibration_ratio",
     "oracle_auc_pr",
 )
 PCTR_CLIP = 1e-7  # log loss clips pCTR to [PCTR_CLIP, 1 - PCTR_CLIP]
@@ -104,6 +107,47 @@ def binary_entropy(rate: float) -> float:
     return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
 
 
+def group_auc(labels: np.ndarray, pctr: np.ndarray, groups: np.ndarray) -> float:
+    """GAUC = Σ_u n_u · AUC_u / Σ_u n_u over the groups u (users) holding both classes, n_u their rows
+    (Zhou et al. 2018, "Deep Interest Network for Click-Through Rate Prediction", Eq. 8). Ties share ranks.
+
+    Args:
+        labels: (N,) clicks in {0, 1}.
+        pctr: (N,) scores.
+        groups: (N,) group keys (any hashable values).
+
+    Returns:
+        GAUC, or NaN when no group holds both classes.
+
+    Example:
+        >>> round(group_auc(np.array([1, 0, 1, 0, 0]), np.array([0.9, 0.1, 0.2, 0.8, 0.3]),
+        ...                 np.array(["a", "a", "b", "b", "b"])), 4)  # (2 · 1.0 + 3 · 0.0) / 5
+        0.4
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if not len(y):
+        return float("nan")
+    codes = pd.factorize(np.asarray(groups, dtype=object))[0]
+    order = np.lexsort((np.asarray(pctr, dtype=np.float64), codes))
+    g, s, y = codes[order], np.asarray(pctr, dtype=np.float64)[order], y[order]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(g)), 0))
+    new_run = new_group | np.r_[True, s[1:] != s[:-1]]  # runs of tied scores inside a group
+    run_id = np.cumsum(new_run) - 1
+    position = np.arange(len(g)) - group_start + 1.0  # 1-based rank inside the group
+    run_rank = np.bincount(run_id, weights=position) / np.bincount(run_id)  # average rank of each tie run
+    rank = run_rank[run_id]
+    n = np.bincount(g).astype(np.float64)
+    pos = np.bincount(g, weights=y)
+    neg = n - pos
+    rank_pos = np.bincount(g, weights=rank * y)
+    both = (pos > 0) & (neg > 0)
+    if not both.any():
+        return float("nan")
+    auc = (rank_pos[both] - pos[both] * (pos[both] + 1) / 2) / (pos[both] * neg[both])
+    return float(np.sum(n[both] * auc) / n[both].sum())
+
+
 def binary_metrics(
     labels: np.ndarray,
     pctr: np.ndarray,
@@ -112,6 +156,7 @@ def binary_metrics(
     sample_weight: np.ndarray | None = None,
     name: str = "all",
     split: str = "eval",
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All metrics of one slice.
 
@@ -124,6 +169,7 @@ def binary_metrics(
             ``camoe.evaluation.binned``, where a row stands for the impressions of one score bucket).
         name: slice name (task or format) used in warnings.
         split: split name used in warnings.
+        groups: (N,) user ids for ``gauc``, or None (``gauc`` NaN).
 
     Returns:
         dict with every key of ``METRIC_NAMES`` (NaN where undefined; ``oracle_auc_pr`` NaN without true_prob).
@@ -185,6 +231,8 @@ def binary_metrics(
         )
     if not one_class:
         out["auc_roc"] = float(roc_auc_score(y, p, sample_weight=w))
+    if groups is not None:
+        out["gauc"] = group_auc(y, p, groups)
     return out
 
 
@@ -260,6 +308,7 @@ def group_sections(
     metrics_of: Callable[[list[str], str], dict[str, float]],
     group_attributes: dict[str, dict[str, str]] | None = None,
     has_true_prob: bool = False,
+    has_groups: bool = False,
 ) -> dict[str, Any]:
     """The sections of ``evaluate_groups`` from a function scoring a group of formats.
 
@@ -271,6 +320,7 @@ def group_sections(
             each row scored by its own task's head.
         group_attributes: format -> attributes; one section per attribute.
         has_true_prob: whether ``oracle_auc_pr`` can be defined (else its NaN is not listed as skipped).
+        has_groups: whether ``gauc`` can be defined (likewise).
 
     Returns:
         ``{"formats": ..., "tasks": ..., <attribute>: ..., "macro": ...}`` as documented in ``evaluate_groups``.
@@ -289,11 +339,12 @@ def group_sections(
         result[attribute] = section
     macro: dict[str, Any] = {}
     skipped: dict[str, list[str]] = {}
-    for metric in ("auc_pr", "auc_roc", "logloss", "ne", "ece", "calibration_ratio", "oracle_auc_pr"):
+    for metric in ("auc_pr", "auc_roc", "gauc", "logloss", "ne", "ece", "calibration_ratio", "oracle_auc_pr"):
         values = {t: m[metric] for t, m in result["tasks"].items()}
         macro[metric] = _nanmean(list(values.values()))
         nan_tasks = [t for t, v in values.items() if math.isnan(v)]
-        if nan_tasks and not (metric == "oracle_auc_pr" and not has_true_prob):
+        absent = (metric == "oracle_auc_pr" and not has_true_prob) or (metric == "gauc" and not has_groups)
+        if nan_tasks and not absent:
             skipped[metric] = nan_tasks
     macro["skipped"] = skipped
     result["macro"] = macro

@@ -17,6 +17,7 @@ _COLUMNS = {
     "auc_pr": "AUC-PR",
     "oracle_auc_pr": "oracle AUC-PR",
     "auc_roc": "AUC-ROC",
+    "gauc": "GAUC",
     "logloss": "logloss",
     "ne": "NE",
     "ece": "ECE",
@@ -41,6 +42,8 @@ def format_table(metrics: dict[str, Any], sections: tuple[str, ...] = ("formats"
             frame["AUC-PR / oracle"] = frame["auc_pr"] / frame["oracle_auc_pr"]
         else:
             frame = frame.drop(columns=["oracle_auc_pr"], errors="ignore")
+        if "gauc" in frame and not frame["gauc"].notna().any():
+            frame = frame.drop(columns=["gauc"])
         frame = frame.rename(columns=_COLUMNS)
         for c in ("rows", "clicks"):
             frame[c] = frame[c].map(lambda v: "nan" if isinstance(v, float) and math.isnan(v) else f"{int(v)}")

@@ -229,8 +229,9 @@ def expand_configurations(
         for model, grouping, ablation in itertools.product(block.models, groupings, block.ablations):
             patch = deep_merge(exp.overrides, extra_overrides or {})
             patch = deep_merge(patch, {"model": {"name": model}})
-            if grouping is not None:
-                patch = deep_merge(patch, {"grouping": {"strategy": grouping}})
+            if grouping is not None:  # a task_map of the run config belongs to 'explicit' only
+                patch = deep_merge(patch, {"grouping": {"strategy": grouping,
+                                                        **({} if grouping == "explicit" else {"task_map": None})}})
             if ablation != "none":
                 patch = deep_merge(patch, exp.ablations[ablation])
             try:

@@ -73,14 +73,19 @@ def evaluate_source(
     if tp and not with_tp:
         warnings.warn(f"{label}: true_prob column '{tp}' (schema.true_prob) not found; no oracle metrics",
                       stacklevel=2)
-    acc = BinnedMetrics(layout.formats, with_true_prob=with_tp, exact_max_rows=exact_max_rows)
+    user = schema.user
+    if user and user not in source.columns:
+        raise ValueError(f"{label}: user column '{user}' (schema.user, for GAUC) not found; columns: {source.columns}")
+    acc = BinnedMetrics(layout.formats, with_true_prob=with_tp, exact_max_rows=exact_max_rows,
+                        with_groups=bool(user))
     quality = InputQuality()
-    columns = scorer.rows.columns(labels=True) + ([tp] if with_tp else [])
+    columns = list(dict.fromkeys(scorer.rows.columns(labels=True) + ([tp] if with_tp else []) + ([user] if user else [])))
     for chunk in source.chunks(columns, where):
         scores = scorer.score(chunk, label, labels=True)
         assert scores.labels is not None
         acc.update(scores.format_ids, scores.labels, scores.pctr,
-                   true_probabilities(chunk, tp, label) if with_tp else None, source=label)
+                   true_probabilities(chunk, tp, label) if with_tp else None, source=label,
+                   groups=chunk[user].to_numpy(dtype=object) if user else None)
         quality.add(scores.quality)
     result = acc.evaluate(layout.format_to_task, layout.tasks, split, group_attributes=attributes)
     result["pctr_quantiles"], result["warnings"] = {}, []

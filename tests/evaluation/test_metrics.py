@@ -330,3 +330,24 @@ def test_binary_metrics_rejects_bad_inputs() -> None:
         binary_metrics(np.array([0, 1]), np.array([0.1, np.nan]))
     with pytest.raises(ValueError, match="shape"):
         binary_metrics(np.array([0, 1, 1]), np.array([0.1, 0.2]))
+
+
+def test_gauc_is_the_impression_weighted_mean_of_per_user_auc() -> None:
+    from camoe.evaluation.metrics import group_auc
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 40, 2000)
+    labels = (rng.random(2000) < 0.2).astype(int)
+    pctr = np.round(rng.random(2000) * 0.3 + labels * 0.2, 2)  # rounding makes ties inside users
+    expected_num = expected_den = 0.0
+    for u in np.unique(users):
+        sel = users == u
+        if 0 < labels[sel].sum() < sel.sum():
+            expected_num += sel.sum() * roc_auc_score(labels[sel], pctr[sel])
+            expected_den += sel.sum()
+    assert group_auc(labels, pctr, users) == pytest.approx(expected_num / expected_den, rel=1e-12)
+    assert np.isnan(group_auc(np.ones(3), np.ones(3), np.zeros(3)))  # no user with both classes
+    m = binary_metrics(labels, pctr, groups=users.astype(str))
+    assert m["gauc"] == pytest.approx(expected_num / expected_den, rel=1e-12)
+    assert np.isnan(binary_metrics(labels, pctr)["gauc"])  # no user column: not defined

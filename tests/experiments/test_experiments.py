@@ -295,3 +295,20 @@ def test_b24_declared_sampling_rate_is_stored_and_applied_once(tmp_path: Path) -
     # the corrected pCTR is calibrated on unsampled test rows (a model left uncorrected would over-predict ~5x)
     ratio = saved.sum() / test["click"].sum()
     assert 0.5 < ratio < 2.0 and raw.sum() / test["click"].sum() > 2.0
+
+
+def test_an_explicit_task_map_in_the_run_config_does_not_break_a_grid_of_groupings(tmp_path: Path) -> None:
+    raw = yaml.safe_load(camoe.demo_config_path().read_text())
+    raw["grouping"] = {"strategy": "explicit", "task_map": {f: ("video" if f.startswith("video") else "other")
+                                                            for f in raw["formats"]}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    spec = {"name": "maps", "run_config": "run.yaml", "data": {"synthetic": {"rows": 5000}}, "seeds": [0],
+            "grid": [{"models": ["camoe"], "groupings": ["explicit", "single", "modality"]},
+                     {"models": ["dcn_v2"], "training": "per_format"}],
+            "baseline": "single_task:dcn_v2"}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(spec))
+    exp, folder = load_experiment(tmp_path / "exp.yaml")
+    confs = {c.name: c for c in expand_configurations(exp, folder)}
+    assert set(confs) == {"camoe:explicit", "camoe:single", "camoe:modality", "single_task:dcn_v2"}
+    assert confs["camoe:explicit"].config.grouping.task_map["video_takeover"] == "video"
+    assert confs["camoe:single"].config.grouping.task_map is None
