@@ -160,7 +160,7 @@ def _generate_shards(args: argparse.Namespace) -> int:
 
 def _train(
     config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False,
-    allow_changes: list[str] | None = None,
+    allow_changes: list[str] | None = None, warm_start: str | None = None,
 ) -> tuple[Any, Any, Path]:
     from camoe.config import load_config
     from camoe.evaluation.report import format_table
@@ -176,7 +176,8 @@ def _train(
     t0 = time.perf_counter()
     try:
         pipe, metrics = train_and_evaluate(cfg, output_dir=out, progress=progress, log=_log_entry, resume=resume,
-                                           dist_ctx=ctx, announce=_print, allow_changes=allow_changes or [])
+                                           dist_ctx=ctx, announce=_print, allow_changes=allow_changes or [],
+                                           warm_start=warm_start)
     finally:
         if ctx.enabled:
             import torch.distributed
@@ -202,8 +203,11 @@ def _train(
 def cmd_train(args: argparse.Namespace) -> int:
     if args.allow_change and not args.resume:
         raise ValueError("--allow-change applies to --resume only")
+    if args.warm_start and args.resume:
+        raise ValueError("--warm-start starts a new run from an artifact; --resume continues an interrupted one: "
+                         "give one of them")
     _train(args.config, _overrides(args.set), args.output, _progress(args), resume=args.resume,
-           allow_changes=args.allow_change)
+           allow_changes=args.allow_change, warm_start=args.warm_start)
     return 0
 
 
@@ -405,6 +409,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from camoe.tuning import tune
+
+    t0 = time.perf_counter()
+    outcome = tune(args.config, args.trials, args.output, space=args.space, overrides=_overrides(args.set),
+                   seed=args.seed, log=_print, timeout_s=args.timeout)
+    fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")  # noqa: E731
+    _print(f"\n{outcome.trials_run} trials run ({outcome.trials_total} in the study {outcome.study}) in "
+           f"{time.perf_counter() - t0:.0f} s")
+    _print(f"defaults: mean validation AUC-PR {fmt(outcome.default_valid)}, test {fmt(outcome.default_test)}")
+    _print(f"best:     mean validation AUC-PR {fmt(outcome.best_valid)}, test {fmt(outcome.best_test)}  "
+           f"{outcome.best_params}")
+    _print(f"wrote {outcome.best_config}: train it with `camoe train {outcome.best_config}`")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from camoe.experiments import run_experiment
 
@@ -437,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from <output>/checkpoints/last.pt (written at each epoch end and every "
                         "train.checkpoint_every_steps steps) after an interruption; refused when the checkpoint is "
                         "damaged or the config or data changed")
+    p.add_argument("--warm-start", metavar="ARTIFACT",
+                   help="start from this artifact's weights (daily retraining): its vocabularies are extended with the "
+                        "new values, its task layout and architecture must match the config")
     p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
                    help="with --resume: accept a changed value of KEY (train.epochs, train.patience, train.max_steps, "
                         "train.eval_every_steps)")
@@ -514,6 +537,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE, median pruning, resumable SQLite study)")
+    p.add_argument("config", help="YAML run config whose validation split the trials are judged on")
+    p.add_argument("--trials", type=_int_in(1, 100_000), default=20,
+                   help="finished trials wanted in the study, earlier runs included (default: %(default)s)")
+    p.add_argument("--space", help="search-space YAML (default: learning rate, batch size, weight decay, sizes, "
+                                   "dropout; see camoe.tuning.DEFAULT_SPACE)")
+    p.add_argument("--output", default="runs/tune", help="folder of study.db, best.yaml, trials.csv (default: "
+                                                          "%(default)s); run again to resume")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("experiment", help="run a grid of models × groupings × ablations × seeds and write a report")
     p.add_argument("config", help="experiment YAML, e.g. configs/experiments/paper.yaml")

@@ -200,6 +200,10 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast of the forward pass (loss and weights fp32)
     finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps
     min_task_clicks: int = Field(10, ge=0)  # fewer clicks in a task's training rows: a warning naming the task
+    min_valid_clicks: int = Field(200, ge=0)  # fewer validation clicks in a task: a warning (AUC-PR too noisy to
+    #   choose epochs or settings on), saying how many a ±10% interval needs
+    warm_start_numeric: Literal["keep", "update"] = "keep"  # --warm-start: numeric statistics of the old artifact
+    #   (keep: the input scale its weights learned) or of the new rows (update)
     strict_data_checks: bool = False  # True: that warning (and a task without training rows) is an error
     balanced_sampling: bool = False  # draw each epoch with fixed shares per group (camoe.data.sampling)
     balance_by: str = "modality"  # format attribute that defines the groups, or "format"

@@ -37,12 +37,12 @@ from camoe.calibration import PosthocCalibration
 from camoe.config import ConfigError, RunConfig, load_config
 from camoe.data.batches import BatchStream, RowEncoder
 from camoe.data.columns import FormatCounts, Rows, format_names, label_values
-from camoe.data.encoders import EncoderFit, FeatureEncoder
+from camoe.data.encoders import EncoderFit, FeatureEncoder, extend_encoder
 from camoe.data.sampling import format_groups
 from camoe.data.sources import FrameSource, RowSource
 from camoe.evaluation.binned import BinnedMetrics
 from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_pairs
-from camoe.evaluation.metrics import UndefinedMetricWarning
+from camoe.evaluation.metrics import UndefinedMetricWarning, too_few_clicks
 from camoe.grouping import TaskLayout, build_task_layout
 from camoe.model import build_model
 from camoe.scoring import Scorer, evaluate_source, export_onnx
@@ -166,6 +166,7 @@ class CTRPipeline:
         self.diagnostics_: dict[str, Any] = {}
         self.calibration_: PosthocCalibration | None = None
         self.onnx_path_: Path | None = None
+        self.warm_start_: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ checks and the fit pass
     def check_rows(self, rows: pd.DataFrame | RowSource, source: str = "data") -> FormatCounts:
@@ -231,6 +232,7 @@ class CTRPipeline:
         also_check: Sequence[tuple[RowSource, str]] = (),
         allow_changes: Sequence[str] = (),
         announce: Callable[[str], None] | None = None,
+        warm_start: CTRPipeline | None = None,
     ) -> CTRPipeline:
         """Fit the encoder on ``train`` only, build the model from the encoder's table sizes, train.
 
@@ -251,6 +253,10 @@ class CTRPipeline:
                 before training, so a bad row or an unknown format stops the run before it trains, not after.
             allow_changes: config keys that may differ from the checkpoint's on resume (e.g. ``train.epochs``).
             announce: receives one-line messages before training (where a resumed run restarts), e.g. ``print``.
+            warm_start: a fitted pipeline (``CTRPipeline.load(yesterday)``) to start from: its vocabularies are
+                extended with the new rows' values (``extend_encoder``; known values keep their ids and embedding
+                rows), its task layout and model architecture must match (the error lists what differs), and the
+                model starts from its weights. ``warm_start_`` records what was added.
 
         Returns:
             self.
@@ -271,6 +277,11 @@ class CTRPipeline:
             raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be a multiple of the {ctx.world_size} "
                               f"ranks")
         scanned = self._scan(train_src, names["train"]) if ctx.is_main else None
+        added: dict[str, int] = {}
+        if scanned is not None and warm_start is not None:
+            old_encoder, _, _ = warm_start._require_fitted()
+            encoder, added = extend_encoder(old_encoder, scanned[0], cfg.train.warm_start_numeric)
+            scanned = (encoder, scanned[1])
         encoder_state, counts = ctx.broadcast((scanned[0].state_dict(), scanned[1]) if scanned else None)
         self.encoder_ = FeatureEncoder.from_state(cfg.schema, encoder_state)
         self.format_counts_ = counts
@@ -279,6 +290,9 @@ class CTRPipeline:
             self.layout_ = build_task_layout(cfg.grouping, self.format_attributes_)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if warm_start is not None:
+            self.layout_, self.format_attributes_ = self._warm_layout(warm_start, list(counts.rows))
+            self.warm_start_ = {"vocabulary_added": added, "numeric": cfg.train.warm_start_numeric}
         layout = self.layout_
         if cfg.grouping.strategy == "auto" and announce is not None and ctx.is_main:
             why = ("every format has a modality attribute" if layout.strategy == "modality" else
@@ -286,7 +300,10 @@ class CTRPipeline:
             announce(f"grouping 'auto': {layout.strategy} ({why}), {len(layout.tasks)} tasks; set grouping.strategy "
                      f"to choose")
         if valid_src is not None and ctx.is_main:
-            self.check_rows(valid_src, names["valid"])
+            valid_counts = self.check_rows(valid_src, names["valid"])
+            clicks = dict(zip(layout.tasks, layout.mask.T @ valid_counts.arrays(layout.formats)[1]))
+            for message in too_few_clicks(clicks, cfg.train.min_valid_clicks):
+                warnings.warn(message, stacklevel=2)
         for rows, name in also_check if ctx.is_main else ():
             self.check_rows(rows, name)
         format_rows, format_clicks = counts.arrays(layout.formats)
@@ -294,6 +311,15 @@ class CTRPipeline:
         torch.manual_seed(cfg.train.seed)
         assert self.encoder_.input_spec_ is not None
         self.model_ = build_model(cfg.model, self.encoder_.input_spec_, len(layout.tasks))
+        if warm_start is not None:
+            if warm_start.config.model != cfg.model:
+                changed = sorted(k for k, v in cfg.model.model_dump().items() if warm_start.config.model.model_dump()[k] != v)
+                raise ConfigError(f"warm start: model settings {changed} differ from the artifact's; a warm start keeps "
+                                  f"the architecture")
+            try:
+                self.model_.warm_start_from(warm_start.model_)  # type: ignore[operator]
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         rows = RowEncoder(self.encoder_, layout, cfg.schema)
         streaming = cfg.data.streaming
         train_stream = BatchStream(
@@ -312,13 +338,31 @@ class CTRPipeline:
                                            announce if ctx.is_main else None)
         trainer = Trainer(
             self.model_, layout.mask, layout.tasks, cfg.train, ctx=ctx, log=log, progress=progress,
-            checkpoint_path=checkpoint_path, fingerprint=fingerprint,
+            checkpoint_path=checkpoint_path, fingerprint=fingerprint, init_bias=warm_start is None,
             validate=self._validator(valid_stream, names["valid"]) if valid_stream is not None else None,
         )
         self.train_result_ = trainer.fit(train_stream, checkpoint)
         if ctx.is_main:
             self.diagnostics_ = gate_diagnostics(self.model_, layout, (valid_stream or train_stream).batches(None))
         return self
+
+    def _warm_layout(self, old: CTRPipeline, present: list[str]) -> tuple[TaskLayout, dict[str, dict[str, str]]]:
+        """The warm-started model keeps ``old``'s task layout (its heads); the new rows must fit it.
+
+        Raises:
+            ConfigError: the grouping settings differ from the artifact's, or the new rows hold formats the old
+                layout does not have (each message says what differs).
+        """
+        _, old_layout, _ = old._require_fitted()
+        if old.config.grouping != self.config.grouping:
+            changed = {k: (v, self.config.grouping.model_dump()[k])
+                       for k, v in old.config.grouping.model_dump().items() if self.config.grouping.model_dump()[k] != v}
+            raise ConfigError(f"warm start: grouping settings differ from the artifact's (artifact -> now): {changed}")
+        unknown = sorted(set(present) - set(old_layout.formats))
+        if unknown:
+            raise ConfigError(f"warm start: the new rows hold ad formats {unknown} that the artifact's task layout "
+                              f"does not have (formats {list(old_layout.formats)}); a new format needs a cold start")
+        return old_layout, dict(old.format_attributes_)
 
     def _check_task_data(self, layout: TaskLayout, format_rows: np.ndarray, format_clicks: np.ndarray) -> None:
         """Warn (or, with ``train.strict_data_checks``, refuse) tasks without training rows or with fewer than

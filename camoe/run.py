@@ -128,6 +128,7 @@ def train_and_evaluate(
     dist_ctx: DistContext | None = None,
     announce: Callable[[str], None] | None = None,
     allow_changes: tuple[str, ...] | list[str] = (),
+    warm_start: str | Path | None = None,
 ) -> tuple[CTRPipeline, dict[str, Any]]:
     """Train on the train split, early-stop on valid, evaluate on test, save the artifact with ``metrics.json``.
 
@@ -139,6 +140,7 @@ def train_and_evaluate(
         announce: receives one-line messages before training (the split's cut points, the resume step), e.g.
             ``print``.
         allow_changes: config keys that may differ from the checkpoint's on resume (e.g. ``train.epochs``).
+        warm_start: an artifact to start from (yesterday's model; see ``CTRPipeline.fit``).
 
     Returns:
         (fitted pipeline, metrics with keys ``valid`` / ``test`` and ``split``; ``test`` also written to
@@ -150,9 +152,14 @@ def train_and_evaluate(
     if announce is not None and ctx.is_main:
         announce(splits.plan.describe())
     pipe = CTRPipeline(cfg)
+    previous = CTRPipeline.load(warm_start) if warm_start is not None else None
     pipe.fit(splits.train, splits.valid, progress=progress, log=log, checkpoint_path=out / "checkpoints" / "last.pt",
              resume=resume, dist_ctx=ctx, sources=splits.names, allow_changes=allow_changes, announce=announce,
-             also_check=[(splits.test, splits.names["test"])] if splits.test is not None else [])
+             also_check=[(splits.test, splits.names["test"])] if splits.test is not None else [], warm_start=previous)
+    if pipe.warm_start_ is not None and announce is not None and ctx.is_main:
+        added = {k: v for k, v in pipe.warm_start_["vocabulary_added"].items() if v}
+        announce(f"warm start from {warm_start}: vocabulary values added {added or 'none'}; numeric statistics "
+                 f"{pipe.warm_start_['numeric']}")
     if not ctx.is_main:
         return pipe, {}
     metrics: dict[str, Any] = {"split": splits.plan.to_dict()}
@@ -167,8 +174,10 @@ def train_and_evaluate(
             raise ValueError(f"{err}\n(the trained model was saved to {out} before this error; fix the rows and "
                              f"run `camoe evaluate {out} --split {split}`)") from None
     assert pipe.train_result_ is not None and pipe.format_counts_ is not None
+    manifest = {"split": splits.plan.to_dict(),
+                **({"warm_start": {"from": str(warm_start), **pipe.warm_start_}} if pipe.warm_start_ else {})}
     summary = {**metrics.get("test", {}), "split": splits.plan.to_dict(), "gates": pipe.diagnostics_,
                "train": {"rows": pipe.format_counts_.total, "best_step": pipe.train_result_.best_step,
                          "rows_per_s": pipe.train_result_.rows_per_s, "streaming": not splits.train.in_memory}}
-    pipe.save(out, metrics=summary, manifest={"split": splits.plan.to_dict()})
+    pipe.save(out, metrics=summary, manifest=manifest)
     return pipe, metrics

@@ -147,3 +147,22 @@ def test_missing_data_file_exits_2(tmp_path, capsys) -> None:
 def test_evaluate_missing_artifact_exits_2(tmp_path, capsys) -> None:
     assert main(["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path / "x.csv")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_tune_runs_trials_writes_a_ready_config_and_resumes_an_interrupted_study(trained, tmp_path, capsys) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("train.learning_rate: {type: float, low: 0.001, high: 0.01, log: true}\n"
+                     "model.expert_hidden: {type: categorical, choices: [[8], [16]]}\n")
+    out = tmp_path / "tune"
+    args = ["tune", str(trained["config"]), "--space", str(space), "--output", str(out), "--set", "train.epochs=1"]
+    assert main([*args, "--trials", "2"]) == 0
+    first = capsys.readouterr().out
+    assert "trial 0:" in first and "trial 1:" in first and "defaults: mean validation AUC-PR" in first
+    assert main([*args, "--trials", "3"]) == 0  # the same study, one more trial
+    second = capsys.readouterr().out
+    assert "resuming study" in second and "2 trials finished, 1 to run" in second and "trial 2:" in second
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert 0.001 <= best["train"]["learning_rate"] <= 0.01 and best["model"]["expert_hidden"] in ([8], [16])
+    assert camoe.load_config(out / "best.yaml").train.epochs == 1  # a ready config
+    assert main(["tune", str(trained["config"]), "--space", str(tmp_path / "none.yaml"), "--output",
+                 str(tmp_path / "t2")]) == 2

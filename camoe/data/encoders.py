@@ -51,7 +51,8 @@ from camoe.data.columns import (
 )
 from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 
-__all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "InputQuality", "stable_hash"]
+__all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "InputQuality", "extend_encoder",
+           "stable_hash"]
 
 _SMALL = 4096  # inputs up to this many values take the per-value lookups (scoring requests)
 _MEMO_TYPES = frozenset({str, int, float, bool})  # request values memoised as they come (True == 1 share "1")
@@ -744,3 +745,44 @@ class FeatureEncoder:
                 f"differ from the saved layout {state['input_spec']}"
             )
         return enc
+
+
+def extend_encoder(old: FeatureEncoder, new: FeatureEncoder, numeric: str = "keep") -> tuple[FeatureEncoder, dict[str, int]]:
+    """The encoder of a warm start: ``old`` with its vocabularies extended by the values ``new`` (fitted on the new
+    rows) knows and ``old`` does not. Known values keep their ids; new values get the next ids, most frequent first
+    (``max_vocab`` still caps the table). Numeric statistics are ``old``'s (``numeric="keep"``: the model's input
+    scale stays what its weights learned) or ``new``'s (``"update"``), with the training range widened to cover both.
+
+    Returns:
+        (the extended encoder, feature -> values added).
+
+    Raises:
+        ValueError: the two encoders describe different features, or ``numeric`` is not keep / update.
+    """
+    if numeric not in ("keep", "update"):
+        raise ValueError(f"train.warm_start_numeric must be 'keep' or 'update', got '{numeric}'")
+    old_names = [f.name for f in old.features]
+    new_names = [f.name for f in new.features]
+    if old_names != new_names or [f.model_dump() for f in old.features] != [f.model_dump() for f in new.features]:
+        raise ValueError(f"warm start: the features of the config differ from the artifact's ({old_names} -> "
+                         f"{new_names}, or their settings); a warm start keeps the feature set")
+    out = FeatureEncoder(new.schema)
+    added: dict[str, int] = {}
+    for spec in out.features:
+        if spec.name in old.vocab_:
+            known = set(old.vocab_[spec.name])
+            extra = [v for v in new.vocab_.get(spec.name, []) if v not in known]
+            if spec.max_vocab is not None:
+                extra = extra[: max(0, spec.max_vocab - len(old.vocab_[spec.name]))]
+            out.vocab_[spec.name] = [*old.vocab_[spec.name], *extra]
+            added[spec.name] = len(extra)
+    source = old if numeric == "keep" else new
+    out.mean_, out.std_, out.fill_ = dict(source.mean_), dict(source.std_), dict(source.fill_)
+    for name in set(old.range_) | set(new.range_):
+        a, b = old.range_.get(name, {}), new.range_.get(name, {})
+        lows = [r["min"] for r in (a, b) if r.get("min") is not None]
+        highs = [r["max"] for r in (a, b) if r.get("max") is not None]
+        out.range_[name] = {"min": min(lows) if lows else None, "max": max(highs) if highs else None,
+                            "quantiles": dict(b.get("quantiles") or a.get("quantiles") or {})}
+    out.input_spec_ = out.build_input_spec()
+    return out, added

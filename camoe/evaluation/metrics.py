@@ -41,6 +41,7 @@ __all__ = [
     "expected_calibration_error",
     "group_sections",
     "own_task_scores",
+    "too_few_clicks",
 ]
 
 METRIC_NAMES = (
@@ -349,3 +350,30 @@ def group_sections(
     macro["skipped"] = skipped
     result["macro"] = macro
     return result
+
+
+def too_few_clicks(task_clicks: dict[str, float], min_clicks: int, split: str = "validation",
+                   relative_width: float = 0.1) -> list[str]:
+    """Messages for tasks whose rows hold too few clicks to choose between settings (or epochs) on.
+
+    A rule of thumb for the 95% interval of a task's AUC-PR: a relative half-width of about 1.96 / √clicks (the
+    binomial interval of a precision estimated from the clicks; Boyd, Eng & Page 2013 discuss AUC-PR intervals), so
+    18 clicks know AUC-PR to about ±46% and a ±``relative_width`` interval needs about (1.96 / relative_width)² clicks.
+
+    Args:
+        task_clicks: task -> clicks in the split.
+        min_clicks: tasks below this get a message.
+
+    Example:
+        >>> too_few_clicks({"video": 18, "audio": 900}, 200)[0][:59]
+        "validation split: task 'video' has 18 clicks: its AUC-PR is"
+    """
+    needed = math.ceil((1.96 / relative_width) ** 2)
+    out = []
+    for task, clicks in task_clicks.items():
+        if clicks < min_clicks:
+            width = f"±{1.96 / math.sqrt(clicks):.0%}" if clicks > 0 else "not at all"
+            out.append(f"{split} split: task '{task}' has {int(clicks)} clicks: its AUC-PR is known to about {width} "
+                       f"(relative, 95%), too few to choose between settings or epochs on; a ±{relative_width:.0%} "
+                       f"interval needs about {needed} clicks (train.min_valid_clicks = {min_clicks})")
+    return out

@@ -86,6 +86,32 @@ class FeatureEmbedding(nn.Module):
         if self.out_dim == 0:
             raise ValueError("the model has no inputs: declare at least one categorical, multi-valued or numeric feature")
 
+    @torch.no_grad()
+    def copy_rows_from(self, old: FeatureEmbedding) -> None:
+        """Warm start: copy every feature's embedding rows of ``old`` into this embedding, whose tables hold the same
+        features with at least as many rows each (a vocabulary extended at its end keeps every old id). Rows of new
+        values keep their fresh initialisation.
+
+        Raises:
+            ValueError: the features differ, or a table shrank.
+        """
+        for kind, names, old_sizes, new_sizes, old_table, new_table in (
+            ("categorical", self.spec.cat_features, old.spec.cat_cardinalities, self.spec.cat_cardinalities,
+             old.cat_table, self.cat_table),
+            ("multi-valued", self.spec.multi_features, old.spec.multi_cardinalities, self.spec.multi_cardinalities,
+             old.multi_table, self.multi_table),
+        ):
+            old_names = old.spec.cat_features if kind == "categorical" else old.spec.multi_features
+            if tuple(names) != tuple(old_names):
+                raise ValueError(f"warm start: {kind} features differ: {list(old_names)} -> {list(names)}")
+            shrunk = [n for n, a, b in zip(names, old_sizes, new_sizes) if b < a]
+            if shrunk:
+                raise ValueError(f"warm start: the tables of {shrunk} would shrink; a warm start only adds values")
+            old_at = new_at = 0
+            for a, b in zip(old_sizes, new_sizes):
+                new_table.weight[new_at : new_at + a] = old_table.weight[old_at : old_at + a]
+                old_at, new_at = old_at + a, new_at + b
+
     def lookup(
         self, cat_ids: torch.Tensor, multi_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

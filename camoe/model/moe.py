@@ -77,6 +77,26 @@ class MultiTaskMoE(nn.Module):
         self.num_tasks = gates.num_tasks
 
     @torch.no_grad()
+    def warm_start_from(self, old: MultiTaskMoE) -> None:
+        """Start from the weights of ``old``, a model of the same architecture whose embedding tables may be smaller
+        (the vocabulary grew): embedding rows are copied per feature (``FeatureEmbedding.copy_rows_from``), every
+        other tensor as it is.
+
+        Raises:
+            ValueError: a tensor's shape differs (names the tensors and shapes).
+        """
+        mine, theirs = self.state_dict(), old.state_dict()
+        tables = {"embedding.cat_table.weight", "embedding.multi_table.weight"}
+        differ = [f"{k}: {tuple(theirs[k].shape) if k in theirs else None} -> {tuple(v.shape)}"
+                  for k, v in mine.items() if k not in tables and (k not in theirs or theirs[k].shape != v.shape)]
+        if differ:
+            raise ValueError(f"warm start: the model's architecture differs from the artifact's: {differ}")
+        self.embedding.copy_rows_from(old.embedding)
+        for name, value in mine.items():
+            if name not in tables:
+                value.copy_(theirs[name])
+
+    @torch.no_grad()
     def init_output_bias(self, logit: torch.Tensor) -> None:
         """Start each tower's logit bias at a prior, e.g. logit(task CTR) of the training rows (T,).
 

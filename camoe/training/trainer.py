@@ -107,6 +107,8 @@ class Trainer:
         checkpoint_path: where to keep the training checkpoint, rewritten every ``config.checkpoint_every_steps``
             steps and at each epoch end (rank 0 writes).
         fingerprint: the run's config and data summary, stored in every checkpoint (``--resume`` compares it).
+        init_bias: start each tower's logit bias at the logit of its task's training CTR (False for a warm start,
+            whose towers already learned theirs).
 
     Raises (from ``fit``):
         FloatingPointError: a loss part is non-finite; names the step and the part (case B08).
@@ -118,6 +120,7 @@ class Trainer:
         validate: Validate | None = None, ctx: DistContext | None = None,
         log: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
         checkpoint_path: str | Path | None = None, fingerprint: dict[str, Any] | None = None,
+        init_bias: bool = True,
     ) -> None:
         unknown = sorted(set(config.task_weights) - set(tasks))
         if unknown:
@@ -128,6 +131,7 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.fingerprint = fingerprint or {}
+        self.init_bias = init_bias
         self.state = TrainState()
         self.result = TrainResult()
         self.best_model: dict[str, torch.Tensor] = {}
@@ -148,7 +152,7 @@ class Trainer:
             inv_entropy = 1.0 / -(ctr * ctr.log() + (1 - ctr) * (1 - ctr).log())  # (T,)
             weights = weights * inv_entropy / inv_entropy.mean()
         init_bias = getattr(self.model, "init_output_bias", None)
-        if callable(init_bias):
+        if callable(init_bias) and self.init_bias:
             init_bias(torch.log(ctr / (1 - ctr)))
         self.model.to(device)
         self.mask, self.weights = self.mask.to(device), weights.to(device)
