@@ -40,6 +40,12 @@ def _add_common_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_mlflow(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mlflow", metavar="URI", help="also log the run to this MLflow tracking URI (e.g. "
+                   "file:///abs/mlruns, or an MLflow server); needs the mlflow extra")
+    p.add_argument("--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: camoe)")
+
+
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     import yaml
 
@@ -160,7 +166,8 @@ def _generate_shards(args: argparse.Namespace) -> int:
 
 def _train(
     config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False,
-    allow_changes: list[str] | None = None, warm_start: str | None = None,
+    allow_changes: list[str] | None = None, warm_start: str | None = None, mlflow: str | None = None,
+    experiment: str | None = None,
 ) -> tuple[Any, Any, Path]:
     from camoe.config import load_config
     from camoe.evaluation.report import format_table
@@ -196,7 +203,12 @@ def _train(
     if "test" in metrics:
         _print("\ntest split:")
         _print(format_table(metrics["test"]))
-    _print(f"\nartifact and metrics.json written to {out}")
+    _print(f"\nartifact, metrics.json and report.html written to {out}")
+    if mlflow:
+        from camoe.tracking import log_training
+
+        run_id = log_training(mlflow, experiment or "camoe", out.name, cfg.to_dict(), result.history, metrics, out)
+        _print(f"logged to MLflow {mlflow} (experiment '{experiment or 'camoe'}', run {run_id})")
     return pipe, metrics, out
 
 
@@ -207,15 +219,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--warm-start starts a new run from an artifact; --resume continues an interrupted one: "
                          "give one of them")
     _train(args.config, _overrides(args.set), args.output, _progress(args), resume=args.resume,
-           allow_changes=args.allow_change, warm_start=args.warm_start)
+           allow_changes=args.allow_change, warm_start=args.warm_start, mlflow=args.mlflow,
+           experiment=args.mlflow_experiment)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from camoe.evaluation.report import format_table
+    from camoe.evaluation.run_report import write_run_report
     from camoe.files import write_json
     from camoe.pipeline import CTRPipeline
-    from camoe.run import data_splits, open_rows
+    from camoe.run import data_splits, open_rows, run_facts
 
     pipe = CTRPipeline.load(args.artifact)
     if args.data:
@@ -229,11 +243,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.output or f"{str(args.artifact).rstrip('/')}_eval/{Path(split).stem}")  # never inside the artifact
     _check_output_dir(out)
     write_json(out / "metrics.json", metrics)
+    write_run_report(out / "report.html", f"camoe evaluate: {args.artifact} on {name}", metrics,
+                     facts=run_facts(pipe), gates=pipe.diagnostics_)
     _print(format_table(metrics))
     skipped = metrics["macro"]["skipped"]
     if skipped:
         _print(f"\nmacro averages skip NaN values: {skipped}")
-    _print(f"\nmetrics.json written to {out}")
+    _print(f"\nmetrics.json and report.html written to {out}")
+    if args.mlflow:
+        from camoe.tracking import log_evaluation
+
+        run_id = log_evaluation(args.mlflow, args.mlflow_experiment or "camoe", f"evaluate {Path(args.artifact).name}",
+                                str(args.artifact), metrics, out)
+        _print(f"logged to MLflow {args.mlflow} (run {run_id})")
     return 0
 
 
@@ -457,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from <output>/checkpoints/last.pt (written at each epoch end and every "
                         "train.checkpoint_every_steps steps) after an interruption; refused when the checkpoint is "
                         "damaged or the config or data changed")
+    _add_mlflow(p)
     p.add_argument("--warm-start", metavar="ARTIFACT",
                    help="start from this artifact's weights (daily retraining): its vocabularies are extended with the "
                         "new values, its task layout and architecture must match the config")
@@ -469,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("--data", help="labelled CSV/Parquet to evaluate (default: the config's split)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split of the config's data")
-    p.add_argument("--output", help="folder for metrics.json (default: <artifact>_eval/<split>, beside the artifact: "
-                                    "the artifact itself is never written, so it may be read-only)")
+    p.add_argument("--output", help="folder for metrics.json and report.html (default: <artifact>_eval/<split>, beside "
+                                    "the artifact: the artifact itself is never written, so it may be read-only)")
+    _add_mlflow(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write one pCTR per row, from the row's own task head")

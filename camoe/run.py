@@ -18,10 +18,12 @@ from camoe.config import RunConfig, resolve_path
 from camoe.data.readers import read_table
 from camoe.data.sources import FilteredSource, FrameSource, ParquetSource, RowSource
 from camoe.data.split import SPLITS, SplitPlan, plan_split
+from camoe.evaluation.run_report import write_run_report
 from camoe.pipeline import CTRPipeline
 from camoe.training.distributed import DistContext
 
-__all__ = ["DataSplits", "data_splits", "load_splits", "open_rows", "read_for_config", "train_and_evaluate"]
+__all__ = ["DataSplits", "data_splits", "load_splits", "open_rows", "read_for_config", "run_facts",
+           "train_and_evaluate"]
 
 
 def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None) -> pd.DataFrame:
@@ -180,4 +182,25 @@ def train_and_evaluate(
                "train": {"rows": pipe.format_counts_.total, "best_step": pipe.train_result_.best_step,
                          "rows_per_s": pipe.train_result_.rows_per_s, "streaming": not splits.train.in_memory}}
     pipe.save(out, metrics=summary, manifest=manifest)
+    shown = metrics.get("test") or metrics.get("valid")
+    if shown is not None:
+        write_run_report(out / "report.html", f"camoe train: {out}", shown, facts=run_facts(pipe, splits.plan.to_dict()),
+                         history=pipe.train_result_.history, gates=pipe.diagnostics_)
     return pipe, metrics
+
+
+def run_facts(pipe: CTRPipeline, split: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The lines under a report's title: model, grouping, tasks, training and split sizes."""
+    cfg = pipe.config
+    facts: dict[str, Any] = {
+        "model": f"{cfg.model.name} ({cfg.model.expert_type} experts, {cfg.model.num_experts} experts)",
+        "grouping": f"{pipe.layout_.strategy if pipe.layout_ else cfg.grouping.strategy}: "
+                    f"{dict(pipe.layout_.format_to_task) if pipe.layout_ else ''}",
+    }
+    result = pipe.train_result_
+    if result is not None:
+        facts["training"] = (f"{result.steps} steps, best step {result.best_step}, {result.rows_per_s:,.0f} rows/s, "
+                             f"mean validation AUC-PR {result.best_score:.4f}")
+    if split is not None:
+        facts["split"] = f"{split['method']} by {split['key']}: rows {split['rows']}"
+    return facts

@@ -166,3 +166,33 @@ def test_tune_runs_trials_writes_a_ready_config_and_resumes_an_interrupted_study
     assert camoe.load_config(out / "best.yaml").train.epochs == 1  # a ready config
     assert main(["tune", str(trained["config"]), "--space", str(tmp_path / "none.yaml"), "--output",
                  str(tmp_path / "t2")]) == 2
+
+
+def test_train_and_evaluate_write_a_report_and_log_to_mlflow(trained, tmp_path) -> None:
+    import html.parser
+
+    report = (trained["model"] / "report.html").read_text()
+    for heading in ("Metrics on the test split", "Reliability per task", "pCTR distribution per format", "Gates",
+                    "Training"):
+        assert heading in report, heading
+    assert report.count("data:image/png;base64,") >= 4
+    html.parser.HTMLParser().feed(report)  # well-formed enough to parse
+    uri = (tmp_path / "mlruns").resolve().as_uri()
+    out = tmp_path / "tracked"
+    assert main(["train", str(trained["config"]), "--no-progress", "--set", "train.epochs=1", "--output", str(out),
+                 "--mlflow", uri, "--mlflow-experiment", "t"]) == 0
+    assert main(["evaluate", str(out), "--data", str(trained["holdout"]), "--output", str(tmp_path / "ev"),
+                 "--mlflow", uri, "--mlflow-experiment", "t"]) == 0
+    assert (tmp_path / "ev" / "report.html").is_file()
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["t"])
+    assert len(runs) == 2
+    train_run = runs[runs["tags.mlflow.runName"] == "tracked"].iloc[0]
+    assert train_run["params.train.epochs"] == "1" and train_run["params.model.name"] == "camoe"
+    assert "metrics.test.auc_pr.formats.audio_music" in runs.columns and "metrics.valid_auc_pr" in runs.columns
+    history = mlflow.tracking.MlflowClient().get_metric_history(train_run["run_id"], "train_loss")
+    assert len(history) >= 1
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(train_run["run_id"])}
+    assert {"metrics.json", "report.html", "model"} <= artifacts

@@ -236,6 +236,51 @@ class BinnedMetrics:
         at = np.minimum(np.searchsorted(cum, np.asarray(qs) * cum[-1], side="left"), len(cum) - 1)
         return means[at].tolist()
 
+    def reliability(self, formats: list[str], n_bins: int = 10) -> tuple[list[float], list[float]]:
+        """Reliability-diagram points of the rows of ``formats``: (mean pCTR, observed CTR) per equal-mass pCTR bin
+        (sorted rows in exact mode, score buckets once binned; ties stay in one bin)."""
+        idx = [i for i, f in enumerate(self.formats) if f in set(formats)]
+        if not self.binned:
+            fmt, y, p, _, _ = self._joined_rows()
+            sel = np.isin(fmt, idx)
+            order = np.argsort(p[sel], kind="stable")
+            weights, scores, clicks = np.ones(int(sel.sum())), p[sel][order], y[sel][order].astype(np.float64)
+        else:
+            assert self.counts is not None and self.sum_pctr is not None
+            counts = _sum_rows(self.counts, idx)  # (2, NUM_BUCKETS)
+            total = counts.sum(axis=0)
+            filled = np.flatnonzero(total)
+            weights, clicks = total[filled].astype(np.float64), counts[1, filled].astype(np.float64)
+            scores = _sum_rows(self.sum_pctr, idx)[filled] / total[filled]
+        if not len(weights):
+            return [], []
+        cum = np.cumsum(weights)
+        bin_of = np.minimum((cum - weights / 2) * n_bins // cum[-1], n_bins - 1).astype(np.int64)
+        rows = np.bincount(bin_of, weights=weights, minlength=n_bins)
+        keep = rows > 0
+        mean_p = np.bincount(bin_of, weights=weights * scores, minlength=n_bins)[keep] / rows[keep]
+        ctr = np.bincount(bin_of, weights=clicks, minlength=n_bins)[keep] / rows[keep]
+        return mean_p.tolist(), ctr.tolist()
+
+    def histogram(self, formats: list[str], edges: np.ndarray) -> tuple[list[float], list[float]]:
+        """Impressions and clicks of the rows of ``formats`` per pCTR bin ``edges`` (B + 1,) (bucket means once
+        binned)."""
+        idx = [i for i, f in enumerate(self.formats) if f in set(formats)]
+        if not self.binned:
+            fmt, y, p, _, _ = self._joined_rows()
+            sel = np.isin(fmt, idx)
+            scores, rows, clicks = p[sel], np.ones(int(sel.sum())), y[sel].astype(np.float64)
+        else:
+            assert self.counts is not None and self.sum_pctr is not None
+            counts = _sum_rows(self.counts, idx)
+            total = counts.sum(axis=0)
+            filled = np.flatnonzero(total)
+            scores = _sum_rows(self.sum_pctr, idx)[filled] / total[filled]
+            rows, clicks = total[filled].astype(np.float64), counts[1, filled].astype(np.float64)
+        where = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
+        return (np.bincount(where, weights=rows, minlength=len(edges) - 1).tolist(),
+                np.bincount(where, weights=clicks, minlength=len(edges) - 1).tolist())
+
     def evaluate(self, format_to_task: dict[str, str], tasks: list[str] | tuple[str, ...], split: str = "eval",
                  group_attributes: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
         """Per-format, per-task, per-attribute and macro tables, as ``evaluate_groups`` returns them."""

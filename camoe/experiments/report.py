@@ -34,7 +34,7 @@ from camoe.evaluation.diagnostics import gate_warnings
 from camoe.evaluation.metrics import binary_metrics
 from camoe.calibration import PosthocCalibration, reliability_points
 from camoe.experiments.pareto import pareto_front
-from camoe.experiments.plots import plot_gate_heatmap, plot_pareto_pairs, plot_reliability
+from camoe.evaluation.plots import plot_gate_heatmap, plot_pareto_pairs, plot_reliability
 from camoe.experiments.spec import ConfigurationSpec, ExperimentConfig, RunSpec
 from camoe.experiments.stats import bootstrap_statistic, mean_std, percentile_interval
 

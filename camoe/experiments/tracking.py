@@ -1,17 +1,14 @@
-"""Optional MLflow logging of an experiment to a tracking store (a local file store by default).
-
-Needs the ``mlflow`` extra (``pip install camoe[mlflow]``; ``mlflow-skinny`` is enough). MLflow 3 refuses the
-plain file store unless ``MLFLOW_ALLOW_FILE_STORE`` is set; for ``file:`` URIs it is set here, since a local file
-store is what this logging is for.
-"""
+"""Optional MLflow logging of an experiment to a tracking store (a local file store by default); the MLflow setup
+is ``camoe.tracking.mlflow_client``."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
 from camoe.experiments.spec import RunSpec
+from camoe.tracking import mlflow_client
 
 __all__ = ["log_experiment"]
 
@@ -31,16 +28,13 @@ def log_experiment(tracking_uri: str, experiment_name: str, runs: list[RunSpec],
     Raises:
         ImportError: mlflow is not installed (with the install command).
     """
-    try:
-        import mlflow
-    except ImportError:
-        raise ImportError("MLflow logging needs mlflow: pip install 'camoe[mlflow]' (or mlflow-skinny)") from None
     import pandas as pd
 
-    if tracking_uri.startswith("file:"):
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment_name)
+    with mlflow_client(tracking_uri, experiment_name) as mlflow:
+        return _log(mlflow, runs, output_dir, pd)
+
+
+def _log(mlflow: Any, runs: list[RunSpec], output_dir: Path, pd: Any) -> list[str]:
     results_path = output_dir / "report" / "results.csv"
     results = pd.read_csv(results_path) if results_path.is_file() else None
     ids = []

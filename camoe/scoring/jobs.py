@@ -60,7 +60,9 @@ def evaluate_source(
 
     Returns:
         ``evaluate_groups``-shaped tables plus ``split``, ``oov`` (rows mapped to out-of-vocabulary per feature),
-        ``input_quality`` (rows, out-of-vocabulary and missing counts) and ``metric_precision``.
+        ``input_quality`` (rows, out-of-vocabulary, missing and clipped counts), ``metric_precision``,
+        ``pctr_quantiles`` and ``warnings`` (near-constant tasks) per task, and ``plots`` (reliability points per
+        task, pCTR histograms per format: the data of ``report.html``).
 
     Raises:
         ValueError: rows that fail validation, non-finite scores, true probabilities outside [0, 1] (naming the
@@ -101,6 +103,12 @@ def evaluate_source(
                        f"train.learning_rate and the training log")
             result["warnings"].append(message)
             warnings.warn(message, stacklevel=2)
+    edges = np.geomspace(1e-5, 1.0, 41)
+    result["plots"] = {
+        "reliability": {task: acc.reliability([f for f, t in layout.format_to_task.items() if t == task])
+                        for task in layout.tasks if task in result["pctr_quantiles"]},
+        "pctr_histogram": {fmt: [edges.tolist(), *acc.histogram([fmt], edges)] for fmt in result["formats"]},
+    }
     result["split"] = split
     result["oov"] = dict(quality.out_of_vocabulary)
     result["input_quality"] = quality.to_dict(nonzero=True)

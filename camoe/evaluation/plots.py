@@ -1,4 +1,4 @@
-"""PNG figures of an experiment (matplotlib, Agg backend: no display needed)."""
+"""PNG figures of runs and experiments (matplotlib, Agg backend: no display needed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_gate_heatmap", "plot_pareto_pairs", "plot_reliability"]
+__all__ = ["plot_gate_heatmap", "plot_pareto_pairs", "plot_pctr_distributions", "plot_reliability",
+           "plot_training_curves"]
 
 
 def plot_pareto_pairs(
@@ -115,6 +116,77 @@ def plot_gate_heatmap(summary: dict[str, list[float]], path: Path, title: str) -
     ax.set_xticks(range(weights.shape[1]), [f"e{e}" for e in range(weights.shape[1])], fontsize=7)
     ax.set_title(title, fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pctr_distributions(histograms: dict[str, tuple[list[float], list[float], list[float]]], path: Path,
+                            title: str) -> Path:
+    """pCTR distribution of each format: share of its impressions and of its clicks per log-spaced pCTR bin.
+
+    Args:
+        histograms: format -> (bin edges (B + 1,), impressions per bin (B,), clicks per bin (B,)).
+        path: PNG to write.
+        title: figure title.
+    """
+    formats = list(histograms)
+    cols = min(4, max(1, len(formats)))
+    rows = int(np.ceil(len(formats) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, formats):
+        edges, rows_per, clicks_per = (np.asarray(a, dtype=np.float64) for a in histograms[name])
+        widths = np.diff(edges)
+        for counts, color, label in ((rows_per, "tab:blue", "impressions"), (clicks_per, "tab:red", "clicks")):
+            share = counts / counts.sum() if counts.sum() else counts
+            ax.bar(edges[:-1], share, width=widths, align="edge", alpha=0.5, color=color, label=label)
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("pCTR", fontsize=7)
+        ax.set_ylabel("share", fontsize=7)
+    for ax in list(axes.flat)[len(formats):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(history: list[dict], path: Path, title: str) -> Path:
+    """Training loss per task and mean validation AUC-PR against optimizer steps (one point per evaluation).
+
+    Args:
+        history: ``TrainResult.history`` entries (``step``, ``total``, ``loss/<task>``, ``valid_score``).
+        path: PNG to write.
+        title: figure title.
+    """
+    steps = [h["step"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    keys = sorted({k for h in history for k in h if k.startswith("loss/")})
+    for key in ["total", *keys]:
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            left.plot(steps, [np.nan if v is None else v for v in values], marker="o", ms=3, lw=1,
+                      label=key.removeprefix("loss/"))
+    left.set_xlabel("step", fontsize=7)
+    left.set_ylabel("training loss (mean since the last evaluation)", fontsize=7)
+    left.legend(fontsize=6)
+    left.grid(alpha=0.3)
+    scores = [h.get("valid_score") for h in history]
+    if any(s is not None for s in scores):
+        right.plot(steps, [np.nan if s is None else s for s in scores], marker="o", ms=3, lw=1, color="tab:green")
+    right.set_xlabel("step", fontsize=7)
+    right.set_ylabel("mean validation AUC-PR", fontsize=7)
+    right.grid(alpha=0.3)
+    for ax in (left, right):
+        ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
