@@ -165,16 +165,13 @@ def _generate_shards(args: argparse.Namespace) -> int:
 
 
 def _train(
-    config_path: str | Path, overrides: dict[str, Any], output: str | None, progress: bool, resume: bool = False,
-    allow_changes: list[str] | None = None, warm_start: str | None = None, mlflow: str | None = None,
-    experiment: str | None = None,
+    cfg: Any, output: str | None, progress: bool, resume: bool = False, allow_changes: list[str] | None = None,
+    warm_start: str | None = None, mlflow: str | None = None, experiment: str | None = None,
 ) -> tuple[Any, Any, Path]:
-    from camoe.config import load_config
     from camoe.evaluation.report import format_table
     from camoe.run import train_and_evaluate
     from camoe.training.distributed import init_distributed
 
-    cfg = load_config(config_path, overrides)
     out = Path(output or cfg.output_dir)
     _check_output_dir(out)
     ctx = init_distributed()  # rank 0 of 1 unless started by torchrun
@@ -215,12 +212,41 @@ def _train(
 def cmd_train(args: argparse.Namespace) -> int:
     if args.allow_change and not args.resume:
         raise ValueError("--allow-change applies to --resume only")
+    if args.baseline:
+        return _train_baseline(args)
     if args.warm_start and args.resume:
         raise ValueError("--warm-start starts a new run from an artifact; --resume continues an interrupted one: "
                          "give one of them")
-    _train(args.config, _overrides(args.set), args.output, _progress(args), resume=args.resume,
+    from camoe.config import load_config
+
+    _train(load_config(args.config, _overrides(args.set)), args.output, _progress(args), resume=args.resume,
            allow_changes=args.allow_change, warm_start=args.warm_start, mlflow=args.mlflow,
            experiment=args.mlflow_experiment)
+    return 0
+
+
+def _train_baseline(args: argparse.Namespace) -> int:
+    """``camoe train --baseline pooled|single_task``."""
+    from camoe.config import load_config
+    from camoe.evaluation.report import format_table
+    from camoe.run import baseline_config, train_per_format
+
+    if args.resume or args.warm_start:
+        raise ValueError("--baseline trains afresh: leave out --resume and --warm-start")
+    cfg = baseline_config(load_config(args.config, _overrides(args.set)), args.baseline)
+    out = Path(args.output or f"{cfg.output_dir.rstrip('/')}_{args.baseline}")
+    _check_output_dir(out)
+    if args.baseline == "pooled":  # an ordinary run of the pooled config
+        _train(cfg, str(out), _progress(args), mlflow=args.mlflow, experiment=args.mlflow_experiment)
+        return 0
+    t0 = time.perf_counter()
+    models, metrics = train_per_format(cfg, out, progress=_progress(args), log=_log_entry, announce=_print)
+    _print(f"trained {len(models)} single-task {cfg.model.name} models (one per format) in "
+           f"{time.perf_counter() - t0:.1f} s")
+    if "test" in metrics:
+        _print("\ntest split (each row scored by its format's model):")
+        _print(format_table(metrics["test"]))
+    _print(f"\nmodels in {out / 'formats'}; metrics.json and report.html in {out}")
     return 0
 
 
@@ -420,8 +446,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print(f"[1/3] generating the synthetic audio-centric log ({args.rows:,} rows, seed {args.seed})")
     cmd_generate(argparse.Namespace(rows=args.rows, seed=args.seed, output=str(log_path), format="parquet"))
     _print("[2/3] training CAMoE (DCN-v2 experts, modality grouping, adaptive loss masking)")
-    overrides = {"data": {"path": str(log_path)}, "output_dir": str(out / "model"), **_overrides(args.set)}
-    _, metrics, model_dir = _train(demo_config_path(), overrides, None, _progress(args))
+    from camoe.config import deep_merge, load_config
+
+    overrides = deep_merge({"data": {"path": str(log_path)}, "output_dir": str(out / "model")}, _overrides(args.set))
+    _, metrics, model_dir = _train(load_config(demo_config_path(), overrides), None, _progress(args))
     _print("[3/3] CAMoE vs the oracle (true click probability) on the test split, per modality:")
     for name, m in metrics["test"]["modality"].items():
         ratio = m["auc_pr"] / m["oracle_auc_pr"]
@@ -480,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "train.checkpoint_every_steps steps) after an interruption; refused when the checkpoint is "
                         "damaged or the config or data changed")
     _add_mlflow(p)
+    p.add_argument("--baseline", choices=["pooled", "single_task"],
+                   help="train a baseline instead of the config's model: pooled = one DCN-v2 head over every format; "
+                        "single_task = one DCN-v2 model per format (default output: <output_dir>_<baseline>)")
     p.add_argument("--warm-start", metavar="ARTIFACT",
                    help="start from this artifact's weights (daily retraining): its vocabularies are extended with the "
                         "new values, its task layout and architecture must match the config")

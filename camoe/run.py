@@ -16,14 +16,18 @@ import pandas as pd
 
 from camoe.config import RunConfig, resolve_path
 from camoe.data.readers import read_table
-from camoe.data.sources import FilteredSource, FrameSource, ParquetSource, RowSource
+from camoe.data.sources import FilteredSource, FrameSource, ParquetSource, RowSource, ValueFilter
 from camoe.data.split import SPLITS, SplitPlan, plan_split
 from camoe.evaluation.run_report import write_run_report
+from camoe.files import write_json
+from camoe.scoring import evaluate_source
 from camoe.pipeline import CTRPipeline
 from camoe.training.distributed import DistContext
 
-__all__ = ["DataSplits", "data_splits", "load_splits", "open_rows", "read_for_config", "run_facts",
-           "train_and_evaluate"]
+__all__ = ["BASELINES", "DataSplits", "baseline_config", "data_splits", "fit_per_format", "load_splits", "open_rows",
+           "read_for_config", "run_facts", "single_task_config", "train_and_evaluate", "train_per_format"]
+
+BASELINES = ("pooled", "single_task")
 
 
 def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None) -> pd.DataFrame:
@@ -204,3 +208,92 @@ def run_facts(pipe: CTRPipeline, split: dict[str, Any] | None = None) -> dict[st
     if split is not None:
         facts["split"] = f"{split['method']} by {split['key']}: rows {split['rows']}"
     return facts
+
+
+def baseline_config(cfg: RunConfig, baseline: str) -> RunConfig:
+    """The config of a baseline: ``pooled`` = one DCN-v2 head over every format (grouping ``single``, the paper's
+    "production baseline"); ``single_task`` = the single-task DCN-v2 that ``fit_per_format`` trains per format.
+
+    Raises:
+        ValueError: unknown baseline.
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {list(BASELINES)}, got '{baseline}'")
+    single = single_task_config(cfg)
+    single.model = single.model.model_copy(update={"name": "dcn_v2", "gate_mask": None})
+    return single
+
+
+def single_task_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with one task (grouping ``single``, no transfer): each model scores every row with its one head."""
+    single = cfg.model_copy(deep=True)
+    single.grouping = single.grouping.model_copy(update={"strategy": "single", "transfer": {}, "task_map": None})
+    single._config_dir = cfg._config_dir
+    return single
+
+
+def fit_per_format(
+    cfg: RunConfig, train: RowSource, valid: RowSource | None = None, names: dict[str, str] | None = None,
+    progress: bool = False, log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, CTRPipeline]:
+    """One single-task model per ad format (the paper's "one model per format" baseline): each fitted on that
+    format's training and validation rows only, with ``cfg`` as it is (grouping ``single``; see
+    ``baseline_config``).
+
+    Returns:
+        format -> fitted pipeline, for every format with training rows.
+    """
+    names = names or {"train": "train", "valid": "valid"}
+    present = CTRPipeline(cfg).check_rows(train, names["train"]).rows
+    out = {}
+    for fmt in sorted(present):
+        where = ValueFilter(cfg.schema.format, {fmt})
+        rows = FilteredSource(train, where, f"{names['train']} ({fmt} rows)")
+        held = FilteredSource(valid, where, f"{names['valid']} ({fmt} rows)") if valid is not None else None
+        out[fmt] = CTRPipeline(cfg).fit(rows, held if held is not None and held.count_rows() else None,
+                                        progress=progress, log=log, sources={"train": rows.name,
+                                                                             "valid": held.name if held else "valid"})
+    return out
+
+
+def train_per_format(
+    cfg: RunConfig, output_dir: str | Path | None = None, progress: bool = False,
+    log: Callable[[dict[str, Any]], None] | None = None, announce: Callable[[str], None] | None = None,
+) -> tuple[dict[str, CTRPipeline], dict[str, Any]]:
+    """``camoe train --baseline single_task``: ``fit_per_format`` on the config's data, every model saved under
+    ``<output_dir>/formats/<format>/``, and the test split scored row by row by its format's model into one table
+    (``metrics.json`` and ``report.html`` in ``output_dir``).
+
+    Raises:
+        ValueError: test rows of a format without training rows (no model to score them).
+    """
+    out = Path(output_dir or cfg.output_dir)
+    single = baseline_config(cfg, "single_task")
+    splits = data_splits(single)
+    if announce is not None:
+        announce(splits.plan.describe())
+    models = fit_per_format(single, splits.train, splits.valid, splits.names, progress, log)
+    for fmt, pipe in models.items():
+        pipe.save(out / "formats" / fmt)
+    metrics: dict[str, Any] = {"split": splits.plan.to_dict()}
+    for split in ("valid", "test"):
+        rows = splits.get(split)
+        if rows is None:
+            continue
+        unscored = sorted(set(CTRPipeline(single).check_rows(rows, splits.names[split]).rows) - set(models))
+        if unscored:
+            raise ValueError(f"{splits.names[split]}: formats {unscored} have rows but no training rows, so no "
+                             f"single-task model")
+        metrics[split] = evaluate_source({f: m.scorer() for f, m in models.items()}, rows, split,
+                                         attributes=single.formats or None,
+                                         exact_max_rows=single.data.streaming.exact_metrics_max_rows,
+                                         name=splits.names[split])
+    summary = {**metrics.get("test", {}), "split": splits.plan.to_dict(), "baseline": "single_task",
+               "models": {f: str(out / "formats" / f) for f in models}}
+    write_json(out / "metrics.json", summary)
+    shown = metrics.get("test") or metrics.get("valid")
+    if shown is not None:
+        facts = {"baseline": f"one single-task {single.model.name} model per format ({len(models)} models, in "
+                             f"{out / 'formats'})", "split": splits.plan.describe().splitlines()[0]}
+        write_run_report(out / "report.html", f"camoe train --baseline single_task: {out}", shown, facts=facts)
+    return models, metrics

@@ -196,3 +196,21 @@ def test_train_and_evaluate_write_a_report_and_log_to_mlflow(trained, tmp_path) 
     assert len(history) >= 1
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(train_run["run_id"])}
     assert {"metrics.json", "report.html", "model"} <= artifacts
+
+
+def test_the_pooled_and_single_task_baselines_train_with_camoe_train(trained, tmp_path, capsys) -> None:
+    base = ["train", str(trained["config"]), "--no-progress", "--set", "train.epochs=1"]
+    assert main([*base, "--baseline", "pooled", "--output", str(tmp_path / "pooled")]) == 0
+    pooled = camoe.CTRPipeline.load(tmp_path / "pooled")
+    assert pooled.layout_.tasks == ("all",) and pooled.config.model.name == "dcn_v2"
+    assert main([*base, "--baseline", "single_task", "--output", str(tmp_path / "single")]) == 0
+    out = capsys.readouterr().out
+    assert "single-task dcn_v2 models (one per format)" in out
+    formats = sorted(p.name for p in (tmp_path / "single" / "formats").iterdir())
+    assert len(formats) == 7
+    metrics = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == set(formats) and set(metrics["modality"]) == {"audio", "video", "display"}
+    assert sum(m["rows"] for m in metrics["formats"].values()) == 1000  # every test row scored by its format's model
+    one = camoe.CTRPipeline.load(tmp_path / "single" / "formats" / "video_takeover")
+    assert one.layout_.tasks == ("all",)
+    assert (tmp_path / "single" / "report.html").is_file()

@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 
 from camoe.data.readers import check_parquet_files, expand_paths
 
-__all__ = ["FilteredSource", "FrameSource", "ParquetSource", "RowFilter", "RowSource", "is_parquet"]
+__all__ = ["FilteredSource", "FrameSource", "ParquetSource", "RowFilter", "RowSource", "ValueFilter", "is_parquet"]
 
 # Read column pages as record batches need them instead of pre-buffering whole row groups: decoding memory follows
 # ``read_batch_rows`` more than the row-group size the files were written with (scanning the demo log's 131k-row
@@ -57,6 +57,27 @@ class RowFilter(Protocol):
             source: names the rows in errors.
         """
         ...
+
+
+class ValueFilter:
+    """Rows whose ``column`` holds one of ``values`` (categorical rule: ``camoe.data.columns.categorical_strings``),
+    e.g. one ad format's rows for its single-task model.
+
+    Example:
+        >>> ValueFilter("format", {"audio"}).keep(pd.Series([" audio", "video"]), 0, "rows").tolist()
+        [True, False]
+    """
+
+    def __init__(self, column: str, values: set[str]) -> None:
+        self.column: str | None = column
+        self.values = set(values)
+
+    def keep(self, values: pd.Series, start: int, source: str) -> np.ndarray:
+        from camoe.data.columns import categorical_strings
+
+        strings, _ = categorical_strings(values if values.dtype != object else values.to_numpy(dtype=object),
+                                         str(self.column), source)
+        return np.isin(strings, list(self.values))
 
 
 class RowSource(Protocol):

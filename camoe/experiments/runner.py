@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from camoe.config import RunConfig, resolve_path
+from camoe.data.sources import FrameSource
+from camoe.run import fit_per_format, single_task_config
 from camoe.files import write_json
 from camoe.experiments.spec import (
     ConfigurationSpec,
@@ -168,13 +170,13 @@ def execute_run(run: RunSpec, splits: dict[str, pd.DataFrame], run_dir: Path) ->
         info = {"gates": pipe.diagnostics_, "best_step": pipe.train_result_.best_step,
                 "steps": pipe.train_result_.steps, "rows_per_s": pipe.train_result_.rows_per_s}
     else:
-        single = cfg.model_copy(deep=True)
-        single.grouping = single.grouping.model_copy(update={"strategy": "single", "transfer": {}})
-        single._config_dir = cfg._config_dir
         fmt = {s: splits[s][schema.format].astype(str).str.strip().to_numpy() for s in ("train", "valid", "test")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gate warnings are kept in diagnostics_ and reported; no console noise
+            models = fit_per_format(single_task_config(cfg), FrameSource(splits["train"], "train"),
+                                    FrameSource(splits["valid"], "valid") if len(splits["valid"]) else None)
         format_to_task, per_format = {}, {}
-        for name in sorted(set(fmt["train"])):
-            pipe = _fit(single, splits["train"][fmt["train"] == name], splits["valid"][fmt["valid"] == name])
+        for name, pipe in models.items():
             for s in preds:
                 sel = fmt[s] == name
                 if sel.any():

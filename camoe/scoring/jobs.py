@@ -8,6 +8,7 @@ score histograms beyond), predictions are appended to the output file chunk by c
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from camoe.data.encoders import InputQuality
-from camoe.data.sources import RowFilter, RowSource
+from camoe.data.sources import RowFilter, RowSource, ValueFilter
 from camoe.evaluation.binned import MANTISSA_BITS, BinnedMetrics
 from camoe.scoring.scorer import Scorer
 
@@ -40,7 +41,7 @@ def true_probabilities(frame: pd.DataFrame, column: str, source: str) -> np.ndar
 
 
 def evaluate_source(
-    scorer: Scorer,
+    scorer: Scorer | Mapping[str, Scorer],
     source: RowSource,
     split: str,
     where: RowFilter | None = None,
@@ -51,8 +52,9 @@ def evaluate_source(
     """Per-format, per-task, per-attribute (e.g. per-modality) and macro metrics of labelled rows.
 
     Args:
-        scorer: the model's scorer.
-        source: labelled rows; ``where`` selects a split of them.
+        scorer: the model's scorer; or, for one model per format, format -> that format's scorer (each scores
+            only its format's rows; the tasks are the formats).
+        source: labelled rows; ``where`` selects a split of them (one model only).
         split: split name used in warnings and the result.
         attributes: format -> attributes; one section per attribute.
         exact_max_rows: rows kept for exact metrics before switching to score histograms (``BinnedMetrics``).
@@ -68,7 +70,16 @@ def evaluate_source(
         ValueError: rows that fail validation, non-finite scores, true probabilities outside [0, 1] (naming the
             rows).
     """
-    layout, schema = scorer.layout, scorer.schema
+    if isinstance(scorer, Mapping):  # one model per format: each scores its format's rows, a task per format
+        if where is not None:
+            raise ValueError("evaluate_source: per-format scorers take a source already cut to the split")
+        schema = next(iter(scorer.values())).schema
+        parts = [(s, ValueFilter(schema.format, {f})) for f, s in scorer.items()]
+        formats = tuple(scorer)
+        format_to_task, tasks = {f: f for f in formats}, formats
+    else:
+        schema, parts = scorer.schema, [(scorer, where)]
+        formats, format_to_task, tasks = scorer.layout.formats, scorer.layout.format_to_task, scorer.layout.tasks
     label = name or (f"{split} split of {source.name}" if where is not None else source.name)
     tp = schema.true_prob
     with_tp = bool(tp) and tp in source.columns
@@ -78,21 +89,22 @@ def evaluate_source(
     user = schema.user
     if user and user not in source.columns:
         raise ValueError(f"{label}: user column '{user}' (schema.user, for GAUC) not found; columns: {source.columns}")
-    acc = BinnedMetrics(layout.formats, with_true_prob=with_tp, exact_max_rows=exact_max_rows,
-                        with_groups=bool(user))
+    acc = BinnedMetrics(formats, with_true_prob=with_tp, exact_max_rows=exact_max_rows, with_groups=bool(user))
     quality = InputQuality()
-    columns = list(dict.fromkeys(scorer.rows.columns(labels=True) + ([tp] if with_tp else []) + ([user] if user else [])))
-    for chunk in source.chunks(columns, where):
-        scores = scorer.score(chunk, label, labels=True)
-        assert scores.labels is not None
-        acc.update(scores.format_ids, scores.labels, scores.pctr,
-                   true_probabilities(chunk, tp, label) if with_tp else None, source=label,
-                   groups=chunk[user].to_numpy(dtype=object) if user else None)
-        quality.add(scores.quality)
-    result = acc.evaluate(layout.format_to_task, layout.tasks, split, group_attributes=attributes)
+    for part, part_where in parts:
+        to_global = np.array([formats.index(f) if f in formats else -1 for f in part.layout.formats])
+        columns = list(dict.fromkeys(part.rows.columns(labels=True) + ([tp] if with_tp else []) + ([user] if user else [])))
+        for chunk in source.chunks(columns, part_where):
+            scores = part.score(chunk, label, labels=True)
+            assert scores.labels is not None
+            acc.update(to_global[scores.format_ids], scores.labels, scores.pctr,
+                       true_probabilities(chunk, tp, label) if with_tp else None, source=label,
+                       groups=chunk[user].to_numpy(dtype=object) if user else None)
+            quality.add(scores.quality)
+    result = acc.evaluate(format_to_task, tasks, split, group_attributes=attributes)
     result["pctr_quantiles"], result["warnings"] = {}, []
-    for task in layout.tasks:
-        p1, p50, p99 = acc.quantiles([f for f, t in layout.format_to_task.items() if t == task], (0.01, 0.5, 0.99))
+    for task in tasks:
+        p1, p50, p99 = acc.quantiles([f for f, t in format_to_task.items() if t == task], (0.01, 0.5, 0.99))
         if np.isnan(p50):
             continue
         result["pctr_quantiles"][task] = {"p1": p1, "p50": p50, "p99": p99}
@@ -105,8 +117,8 @@ def evaluate_source(
             warnings.warn(message, stacklevel=2)
     edges = np.geomspace(1e-5, 1.0, 41)
     result["plots"] = {
-        "reliability": {task: acc.reliability([f for f, t in layout.format_to_task.items() if t == task])
-                        for task in layout.tasks if task in result["pctr_quantiles"]},
+        "reliability": {task: acc.reliability([f for f, t in format_to_task.items() if t == task])
+                        for task in tasks if task in result["pctr_quantiles"]},
         "pctr_histogram": {fmt: [edges.tolist(), *acc.histogram([fmt], edges)] for fmt in result["formats"]},
     }
     result["split"] = split
