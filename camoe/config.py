@@ -73,6 +73,10 @@ class FeatureSpec(_Strict):
     clip: Literal["clip", "error", "off"] | None = None
     # all types: "default" = missing token / imputation; "error" = refuse rows with missing values
     missing: Literal["default", "error"] = "default"
+    # computed instead of read (camoe.data.derived): hour / day_of_week of schema.timestamp (categorical), or count =
+    # rows with the same `key` strictly before this row's timestamp (numeric; log transform suits it)
+    derive: Literal["hour", "day_of_week", "count"] | None = None
+    key: str | None = None  # derive: count: the entity column counted (e.g. user_id)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
@@ -86,6 +90,12 @@ class FeatureSpec(_Strict):
             raise ValueError(f"feature '{self.name}': numeric features take no encoding (got '{self.encoding}')")
         if self.type != "numeric" and self.clip is not None:
             raise ValueError(f"feature '{self.name}': clip applies to numeric features only")
+        if self.derive == "count" and (self.type != "numeric" or not self.key):
+            raise ValueError(f"feature '{self.name}': derive: count needs type: numeric and key: <entity column>")
+        if self.derive in ("hour", "day_of_week") and (self.type != "categorical" or self.encoding == "identity"):
+            raise ValueError(f"feature '{self.name}': derive: {self.derive} needs type: categorical (vocab or hash)")
+        if self.key is not None and self.derive != "count":
+            raise ValueError(f"feature '{self.name}': key is read by derive: count only")
         return self
 
 
@@ -94,7 +104,8 @@ class SchemaConfig(_Strict):
 
     label: str = "click"  # 0/1 click label
     format: str = "format"  # ad format column; picks the task head through the grouping
-    timestamp: str | None = "ts"  # used by the temporal split; None for logs without time
+    timestamp: str | None = "ts"  # used by the temporal split and derived time features; None for logs without time
+    timestamp_unit: Literal["s", "ms", "us", "ns"] = "s"  # numeric timestamps: Unix time in this unit
     true_prob: str | None = None  # optional true click probability (synthetic logs) for the oracle AUC-PR
     user: str | None = None  # optional user id column: GAUC (per-user AUC) in the metrics
     # numeric values outside their training range at scoring time: clip (default, counted per feature) | error | off
@@ -111,6 +122,9 @@ class SchemaConfig(_Strict):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"schema.features: {clash} is the label or true_prob column and cannot be a feature")
+        timed = [f.name for f in self.features if f.derive is not None]
+        if timed and self.timestamp is None:
+            raise ValueError(f"schema.features: {timed} are derived from the timestamp; set schema.timestamp")
         return self
 
 

@@ -35,7 +35,7 @@ from camoe.artifact import ArtifactError, load_artifact, save_artifact
 from camoe.batch import Batch
 from camoe.calibration import PosthocCalibration
 from camoe.config import ConfigError, RunConfig, load_config
-from camoe.data.batches import BatchStream, RowEncoder
+from camoe.data.batches import BatchStream, RowEncoder, input_columns
 from camoe.data.columns import FormatCounts, Rows, format_names, label_values
 from camoe.data.encoders import EncoderFit, FeatureEncoder, extend_encoder
 from camoe.data.sampling import format_groups
@@ -197,7 +197,7 @@ class CTRPipeline:
         cfg = self.config
         fit = EncoderFit(cfg.schema, cfg.data.streaming.max_distinct_values)
         counts = FormatCounts()
-        columns = [f.name for f in cfg.schema.features] + [cfg.schema.format, cfg.schema.label]
+        columns = input_columns(cfg.schema)
         missing = [c for c in dict.fromkeys(columns) if c not in rows.columns]
         if missing:
             raise ValueError(f"{source}: missing column(s) {missing}; columns present: {rows.columns}")
@@ -322,8 +322,8 @@ class CTRPipeline:
                 raise ConfigError(str(err)) from None
         rows = RowEncoder(self.encoder_, layout, cfg.schema)
         streaming = cfg.data.streaming
-        train_stream = BatchStream(
-            train_src, lambda f: rows(f, names["train"]).batch, cfg.train.batch_size, rows.columns(),
+        train_stream = BatchStream(  # training rows count among themselves only (derived count features)
+            train_src, lambda f: rows(f, names["train"], history=False).batch, cfg.train.batch_size, rows.columns(),
             num_rows=counts.total, shuffle_buffer_rows=streaming.shuffle_buffer_rows, format_rows=format_rows,
             format_clicks=format_clicks, balanced=self._balanced(format_rows),
         )

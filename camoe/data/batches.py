@@ -31,7 +31,7 @@ from camoe.data.sources import RowFilter, RowSource
 from camoe.grouping import TaskLayout
 from camoe.data.sampling import balanced_order
 
-__all__ = ["BatchStream", "EncodedRows", "RowEncoder"]
+__all__ = ["BatchStream", "EncodedRows", "RowEncoder", "input_columns"]
 
 
 @dataclass
@@ -47,6 +47,17 @@ class EncodedRows:
     batch: Batch
     quality: InputQuality
     missing_rows: dict[str, np.ndarray]
+
+
+def input_columns(schema: SchemaConfig, labels: bool = True) -> list[str]:
+    """The columns a model reads: its features (for a derived feature, the columns it is derived from), the ad
+    format and, with ``labels``, the click."""
+    cols = [str(f.key) if f.derive == "count" else f.name for f in schema.features
+            if f.derive not in ("hour", "day_of_week")]
+    if any(f.derive for f in schema.features) and schema.timestamp:
+        cols.append(schema.timestamp)
+    cols.append(schema.format)
+    return list(dict.fromkeys(cols + ([schema.label] if labels else [])))
 
 
 class RowEncoder:
@@ -66,15 +77,16 @@ class RowEncoder:
         self.encoder, self.layout, self.schema = encoder, layout, schema
 
     def columns(self, labels: bool = True) -> list[str]:
-        """Columns the encoder reads."""
-        cols = [f.name for f in self.schema.features] + [self.schema.format]
-        return list(dict.fromkeys(cols + ([self.schema.label] if labels else [])))
+        """Columns the encoder reads (``input_columns``)."""
+        return input_columns(self.schema, labels)
 
-    def __call__(self, rows: Rows, source: str = "data", labels: bool = True) -> EncodedRows:
+    def __call__(self, rows: Rows, source: str = "data", labels: bool = True, history: bool = True) -> EncodedRows:
+        """Encode ``rows``; ``history=False`` for the training rows themselves (derived count features count among
+        them only, ``FeatureEncoder.transform``)."""
         schema = self.schema
         fmt = self.layout.format_index(format_names(rows, schema.format, source),
                                        where=f"{source} column '{schema.format}'")
-        enc = self.encoder.transform(rows, source)
+        enc = self.encoder.transform(rows, source, history)
         batch = Batch(
             cat_ids=torch.from_numpy(enc.cat_ids),
             multi_ids=torch.from_numpy(enc.multi_ids),

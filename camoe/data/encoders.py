@@ -49,6 +49,7 @@ from camoe.data.columns import (
     num_rows,
     numeric_values,
 )
+from camoe.data.derived import key_strings, prior_counts, time_parts, timestamps_in_seconds
 from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 
 __all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "InputQuality", "extend_encoder",
@@ -203,11 +204,39 @@ def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> Non
         )
 
 
-def _check_columns(features: list[FeatureSpec], rows: Rows, source: str) -> None:
+def _check_columns(features: list[FeatureSpec], rows: Rows, source: str, timestamp: str | None = None) -> None:
     present = columns_of(rows)
-    missing = [f.name for f in features if f.name not in present]
+    needed = [f.key if f.derive == "count" else f.name for f in features if f.derive != "hour" and
+              f.derive != "day_of_week"]
+    if timestamp and any(f.derive for f in features) and isinstance(rows, pd.DataFrame):
+        needed.append(timestamp)  # a request ({column: values}) without it is stamped with the time it is scored
+    missing = [name for name in dict.fromkeys(needed) if name and name not in present]
     if missing:
         raise ValueError(f"{source}: missing feature column(s) {missing}; columns present: {present}")
+
+
+def _derived_columns(features: list[FeatureSpec], schema: SchemaConfig, rows: Rows, source: str,
+                     seeds: dict[str, dict[str, int]] | None) -> dict[str, pd.Series]:
+    """Values of the derived features (``camoe.data.derived``); ``seeds`` = rows per key before these rows (None
+    for the training rows themselves, which count among themselves only)."""
+    specs = [f for f in features if f.derive is not None]
+    if not specs:
+        return {}
+    assert schema.timestamp is not None
+    seconds = timestamps_in_seconds(rows, schema.timestamp, schema.timestamp_unit, source)
+    out: dict[str, pd.Series] = {}
+    hour, weekday = time_parts(seconds)
+    for spec in specs:
+        if spec.derive == "hour":
+            out[spec.name] = pd.Series(hour)
+        elif spec.derive == "day_of_week":
+            out[spec.name] = pd.Series(weekday)
+        else:
+            assert spec.key is not None
+            keys = key_strings(rows, spec.key, source)
+            seed = None if seeds is None else seeds.get(spec.name, {})
+            out[spec.name] = pd.Series(prior_counts(keys, seconds, seed).astype(np.float64))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- fitting
@@ -356,6 +385,7 @@ class EncoderFit:
         self.raw_: dict[str, _ExactMoments] = {f.name: _ExactMoments() for f in self.features if f.type == "numeric"}
         self.sketch_: dict[str, _QuantileSketch] = {f.name: _QuantileSketch() for f in self.features
                                                     if f.type == "numeric"}  # raw values
+        self.key_totals_: dict[str, pd.Series] = {}  # derive: count -> training rows per key
 
     def add(self, rows: Rows, source: str = "train") -> None:
         """Count one chunk of training rows.
@@ -364,11 +394,20 @@ class EncoderFit:
             ValueError: a feature column is missing, a numeric column holds text, a feature with ``missing: error``
                 has missing values, or a vocab feature exceeds ``max_distinct_values``.
         """
-        _check_columns(self.features, rows, source)
+        _check_columns(self.features, rows, source, self.schema.timestamp)
+        counted = [f.name for f in self.features if f.derive == "count"]
+        if counted and self.rows:
+            raise ValueError(f"{source}: features {counted} (derive: count) count rows in time order, which needs the "
+                             f"training rows in memory as one frame: set data.streaming.enabled: false")
         n = num_rows(rows)
         self.rows += n
+        derived = _derived_columns(self.features, self.schema, rows, source, None)
         for spec in self.features:
-            col = column(rows, spec.name)
+            if spec.derive == "count":
+                assert spec.key is not None
+                keys = key_strings(rows, spec.key, source)
+                self.key_totals_[spec.name] = pd.Series(keys[keys != ""], dtype=object).value_counts(sort=False)
+            col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
             if spec.type == "numeric":
                 raw = numeric_values(col, spec.name, source)
                 x = _transform_raw(spec, raw)
@@ -411,6 +450,7 @@ class EncoderFit:
         if self.rows == 0:
             raise ValueError(f"{source}: no rows to fit the encoder on")
         enc = FeatureEncoder(self.schema)
+        enc.prior_counts_ = {name: {str(k): int(v) for k, v in totals.items()} for name, totals in self.key_totals_.items()}
         for spec in self.features:
             if spec.type == "numeric":
                 m = self.moments_[spec.name]
@@ -465,6 +505,7 @@ class FeatureEncoder:
         self.std_: dict[str, float] = {}
         self.fill_: dict[str, float] = {}
         self.range_: dict[str, dict[str, Any]] = {}  # numeric feature -> raw training min, max, quantiles
+        self.prior_counts_: dict[str, dict[str, int]] = {}  # derive: count feature -> training rows per key
         self.input_spec_: InputSpec | None = None
         self._index_cache: dict[str, pd.Index] = {}  # feature -> vocabulary index, built on first transform
         self._id_cache: dict[str, dict[str, int]] = {}  # feature -> {value: id}, for small inputs
@@ -492,8 +533,9 @@ class FeatureEncoder:
         return len(self.vocab_[spec.name]) + NUM_RESERVED
 
     def check_columns(self, rows: Rows, source: str) -> None:
-        """Raise naming every feature column absent from ``rows`` (columns are matched by name only)."""
-        _check_columns(self.features, rows, source)
+        """Raise naming every feature column absent from ``rows`` (columns are matched by name only; a derived
+        feature needs the columns it is derived from)."""
+        _check_columns(self.features, rows, source, self.schema.timestamp)
 
     def fit(self, rows: Rows, source: str = "train") -> FeatureEncoder:
         """Fit vocabularies and statistics on training rows only (``EncoderFit`` with one chunk).
@@ -503,13 +545,13 @@ class FeatureEncoder:
                 ``missing: error`` has missing values.
         """
         if num_rows(rows) == 0:
-            _check_columns(self.features, rows, source)
+            _check_columns(self.features, rows, source, self.schema.timestamp)
             raise ValueError(f"{source}: no rows to fit the encoder on")
         fit = EncoderFit(self.schema)
         fit.add(rows, source)
         fitted = fit.encoder(source)
         self.vocab_, self.mean_, self.std_, self.fill_ = fitted.vocab_, fitted.mean_, fitted.std_, fitted.fill_
-        self.range_ = fitted.range_
+        self.range_, self.prior_counts_ = fitted.range_, fitted.prior_counts_
         self.input_spec_ = fitted.input_spec_
         self._index_cache, self._id_cache, self._raw_ids = {}, {}, {}
         return self
@@ -598,7 +640,7 @@ class FeatureEncoder:
         ids[present] = np.where(out_of_range, OOV_ID, np.where(out_of_range, 0, vals).astype(np.int64) + NUM_RESERVED)
         return ids
 
-    def transform(self, rows: Rows, source: str = "data") -> EncodedFeatures:
+    def transform(self, rows: Rows, source: str = "data", history: bool = True) -> EncodedFeatures:
         """Encode rows with the fitted state.
 
         Args:
@@ -606,6 +648,8 @@ class FeatureEncoder:
                 {column: sequence of N Python values} (the scoring service's form; no DataFrame is built). Both
                 follow the same value rules, so a row scores the same from a file or from a JSON request.
             source: file or split name used in errors.
+            history: derived count features add the training rows of each key (``prior_counts_``); False for the
+                training rows themselves, which count among themselves only.
 
         Returns:
             ``EncodedFeatures`` with (N, F) ids, (N, M, L) multi-valued ids and (N, N_dense) float32 values.
@@ -618,6 +662,7 @@ class FeatureEncoder:
         spec_in = self._require_fitted()
         self.check_columns(rows, source)
         n = num_rows(rows)
+        derived = _derived_columns(self.features, self.schema, rows, source, self.prior_counts_ if history else None)
         cat = np.zeros((n, spec_in.num_cat), dtype=np.int64)
         multi = np.zeros((n, spec_in.num_multi, spec_in.max_len), dtype=np.int64)
         dense = np.zeros((n, spec_in.num_dense), dtype=np.float32)
@@ -626,13 +671,13 @@ class FeatureEncoder:
         missing_rows: dict[str, np.ndarray] = {}
         small_lists = not isinstance(rows, pd.DataFrame) and n <= _SMALL  # a scoring request's {column: list}
         for j, spec in enumerate(self.cat_specs):
-            values = rows[spec.name] if small_lists else None
+            values = rows[spec.name] if small_lists and spec.name not in derived else None
             if isinstance(values, list) and spec.encoding != "identity":
                 ids = self._small_ids(spec, values, source)
                 missing = ids == MISSING_ID
                 _check_missing_policy(spec, int(missing.sum()), source)
             else:
-                col = column(rows, spec.name)
+                col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
                 strs, missing = categorical_strings(col, spec.name, source)
                 _check_missing_policy(spec, int(missing.sum()), source)
                 if spec.encoding == "identity":
@@ -659,7 +704,8 @@ class FeatureEncoder:
         clipped: dict[str, int] = {}
         col_index = 0
         for spec in self.numeric_specs:
-            raw = numeric_values(column(rows, spec.name), spec.name, source)
+            raw = numeric_values(derived[spec.name] if spec.name in derived else column(rows, spec.name), spec.name,
+                                 source)
             missing = ~np.isfinite(raw)
             _check_missing_policy(spec, int(missing.sum()), source)
             raw, clipped[spec.name] = self._guard_range(spec, raw, missing, source)
@@ -714,6 +760,7 @@ class FeatureEncoder:
             "std": self.std_,
             "fill": self.fill_,
             "range": self.range_,
+            "prior_counts": self.prior_counts_,
             "input_spec": spec_in.to_dict(),
         }
 
@@ -738,6 +785,7 @@ class FeatureEncoder:
         enc.std_ = {k: float(v) for k, v in state["std"].items()}
         enc.fill_ = {k: float(v) for k, v in state["fill"].items()}
         enc.range_ = {k: dict(v) for k, v in state.get("range", {}).items()}  # absent in artifacts before 0.2
+        enc.prior_counts_ = {k: {str(a): int(b) for a, b in v.items()} for k, v in state.get("prior_counts", {}).items()}
         enc.input_spec_ = enc.build_input_spec()
         if enc.input_spec_.to_dict() != state["input_spec"]:
             raise ValueError(

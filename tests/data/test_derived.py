@@ -1,0 +1,89 @@
+"""Derived features: hour and day of week of the timestamp, and per-entity counts of the rows strictly before each
+row's timestamp (no row at or after a row's own time ever counts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import camoe
+from camoe.data.derived import prior_counts, time_parts
+from camoe.data.encoders import FeatureEncoder
+
+FEATURES = [
+    {"name": "device", "type": "categorical"},
+    {"name": "hour_of_day", "type": "categorical", "derive": "hour"},
+    {"name": "weekday", "type": "categorical", "derive": "day_of_week"},
+    {"name": "user_prior_rows", "type": "numeric", "transform": "log", "derive": "count", "key": "user_id"},
+]
+
+
+def _brute_force(keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    return np.array([int(((keys == k) & (ts < t)).sum()) if k != "" else 0 for k, t in zip(keys, ts)])
+
+
+def test_count_features_never_use_a_row_at_or_after_the_rows_own_timestamp() -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.choice(np.array(["a", "b", "c", ""], dtype=object), 3000)
+    ts = rng.integers(0, 40, 3000).astype(np.float64)  # heavy ties: 3,000 rows on 40 timestamps
+    counts = prior_counts(keys, ts)
+    np.testing.assert_array_equal(counts, _brute_force(keys, ts))
+    # with history (the training rows of each key before this batch): the earlier rows are added, never later ones
+    seeded = prior_counts(keys, ts + 100, {"a": 7, "b": 2})
+    np.testing.assert_array_equal(seeded, counts + np.select([keys == "a", keys == "b"], [7, 2], 0))
+
+
+def test_time_parts_are_utc_hour_and_weekday() -> None:
+    stamps = pd.to_datetime(["2026-01-01 00:30", "2026-01-03 23:59", "2026-01-05 12:00"], utc=True)
+    hour, weekday = time_parts(stamps.as_unit("s").asi8.astype(np.float64))
+    assert hour.tolist() == [0, 23, 12] and weekday.tolist() == [int(d) for d in stamps.dayofweek]
+
+
+def test_a_run_with_derived_features_counts_training_rows_among_themselves_and_later_rows_after_them() -> None:
+    frame = camoe.generate_log(camoe.SyntheticConfig(rows=6000, seed=1))
+    frame["ts"] = frame["ts"] // 600 * 600  # ten-minute stamps: many ties
+    cfg = camoe.load_config(camoe.demo_config_path(), {
+        "schema": {"features": FEATURES, "clip": "off"},  # counts above the training range are kept, not clipped
+        "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
+        "train": {"epochs": 1}})
+    splits = camoe.split_frame(frame, cfg.data.split, "ts")
+    train, valid = splits["train"], splits["valid"]
+    pipe = camoe.CTRPipeline(cfg).fit(train, valid)
+    enc = pipe.encoder_
+    users = lambda f: f["user_id"].astype(str).to_numpy(dtype=object)  # noqa: E731
+    column = list(enc.input_spec_.dense_features).index("user_prior_rows")
+
+    def counts(rows: pd.DataFrame, history: bool) -> np.ndarray:
+        dense = enc.transform(rows, history=history).dense[:, column].astype(np.float64)
+        raw = np.expm1(dense * enc.std_["user_prior_rows"] + enc.mean_["user_prior_rows"])  # undo log + scaling
+        return np.round(raw).astype(int)
+
+    np.testing.assert_array_equal(counts(train, False), _brute_force(users(train), train["ts"].to_numpy()))
+    both = pd.concat([train, valid], ignore_index=True)  # valid rows: every training row is earlier
+    expected = _brute_force(users(both), both["ts"].to_numpy())[len(train):]
+    np.testing.assert_array_equal(counts(valid, True), expected)
+    hours = enc.transform(valid).cat_ids[:, list(enc.input_spec_.cat_features).index("hour_of_day")]
+    assert set(hours) <= set(range(2, 26))  # ids of the 24 hours seen in training (0 = missing, 1 = unseen)
+    request = {"format": ["audio_music"], "device": ["ios"], "user_id": [train["user_id"].iloc[-1]]}  # no ts: now
+    assert np.isfinite(pipe.predict_proba(request)).all()
+
+
+def test_count_features_refuse_a_streamed_training_split(tmp_path) -> None:
+    frame = camoe.generate_log(camoe.SyntheticConfig(rows=3000, seed=2))
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        frame.iloc[part].to_parquet(tmp_path / f"p{i}.parquet", index=False)
+    cfg = camoe.load_config(camoe.demo_config_path(), {
+        "schema": {"features": FEATURES}, "data": {"path": str(tmp_path), "streaming": {"enabled": True}},
+        "train": {"epochs": 1}})
+    with pytest.raises(ValueError, match=r"derive: count.*data.streaming.enabled: false"):
+        camoe.train_and_evaluate(cfg, output_dir=tmp_path / "m")
+
+
+def test_derived_feature_settings_are_checked() -> None:
+    with pytest.raises(camoe.ConfigError, match="derive: count needs type: numeric and key"):
+        camoe.load_config({"schema": {"features": [{"name": "n", "type": "numeric", "derive": "count"}]}})
+    with pytest.raises(camoe.ConfigError, match="set schema.timestamp"):
+        camoe.load_config({"schema": {"timestamp": None, "features": [
+            {"name": "h", "type": "categorical", "derive": "hour"}]}})
+    assert FeatureEncoder  # the encoder computes them (camoe.data.encoders)
