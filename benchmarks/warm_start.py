@@ -6,7 +6,7 @@ vocabulary feature, so day 2 extends the vocabulary). Day 1: a model trained on 
 the day-1 artifact, (b) cold start; both for the same ``--steps`` optimizer steps on day 2's training split, then
 evaluated on day 2's test split. Repeated for ``--seeds`` seeds; prints test AUC-PR (mean over tasks and per task).
 
-Run: .venv/bin/python benchmarks/warm_start.py [--rows 300000] [--steps 150] [--seeds 0 1 2]
+Run: .venv/bin/python benchmarks/warm_start.py [--rows 600000] [--steps 100] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def config(path: Path, **train: object) -> camoe.RunConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=300_000, help="impressions per day")
-    parser.add_argument("--steps", type=int, default=150, help="optimizer steps on day 2 (warm and cold alike)")
+    parser.add_argument("--rows", type=int, default=600_000, help="impressions per day")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps on day 2 (warm and cold alike)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     warnings.simplefilter("ignore")
