@@ -6,32 +6,43 @@ Quick start (see the README for a runnable version)::
     cfg = camoe.load_config("my_log.yaml")
     pipe, metrics = camoe.train_and_evaluate(cfg)
     pctr = camoe.CTRPipeline.load(cfg.output_dir).predict_proba(frame)
+
+The names below load on first use (PEP 562), so ``import camoe.cli`` and ``camoe --help`` do not import torch.
 """
 
 from __future__ import annotations
 
-from camoe.config import ConfigError, RunConfig, demo_config_path, load_config
-from camoe.data.readers import read_table
-from camoe.data.split import split_frame
-from camoe.data.synthetic import SyntheticConfig, generate_log
-from camoe.pipeline import CTRPipeline
-from camoe.scoring import correct_downsampling
-from camoe.run import load_splits, train_and_evaluate
+import importlib
+from typing import Any
+
 from camoe.version import __version__
 
+_EXPORTS = {
+    "CTRPipeline": "camoe.pipeline",
+    "ConfigError": "camoe.config",
+    "RunConfig": "camoe.config",
+    "SyntheticConfig": "camoe.data.synthetic",
+    "correct_downsampling": "camoe.scoring",
+    "demo_config_path": "camoe.config",
+    "generate_log": "camoe.data.synthetic",
+    "load_config": "camoe.config",
+    "load_splits": "camoe.run",
+    "read_table": "camoe.data.readers",
+    "split_frame": "camoe.data.split",
+    "train_and_evaluate": "camoe.run",
+}
 
-__all__ = [
-    "CTRPipeline",
-    "ConfigError",
-    "RunConfig",
-    "SyntheticConfig",
-    "__version__",
-    "correct_downsampling",
-    "demo_config_path",
-    "generate_log",
-    "load_config",
-    "load_splits",
-    "read_table",
-    "split_frame",
-    "train_and_evaluate",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'camoe' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -629,15 +629,12 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input or config)."""
-    from camoe.artifact import ArtifactError
-    from camoe.config import ConfigError
-
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args))
-    except (ConfigError, ArtifactError, ValueError, FileNotFoundError, FloatingPointError) as err:  # CheckpointError too
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:  # ConfigError, ArtifactError, CheckpointError too
         print(f"camoe {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - last resort: one line, not a traceback; CAMOE_DEBUG=1 re-raises
