@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -107,6 +108,43 @@ def _flops_per_row(step, rows: int) -> float:
 
 
 # --------------------------------------------------------------------------- workers (one process each)
+class Curve:
+    """Test AUC-PR at evaluation points, against training wall time with the evaluations themselves excluded."""
+
+    def __init__(self, test: "pd.DataFrame", score) -> None:  # noqa: F821
+        self.test, self.score = test, score
+        self.points: list[dict] = []
+        self.eval_s = 0.0
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self.t0, self.eval_s = time.perf_counter(), 0.0
+
+    def train_s(self) -> float:
+        return time.perf_counter() - self.t0 - self.eval_s
+
+    def evaluate(self, rows: int, epoch: float) -> float:
+        train_s = self.train_s()
+        t0 = time.perf_counter()
+        out = _auc_pr(self.test, self.score())
+        self.points.append({"rows": rows, "epoch": epoch, "train_s": train_s, **out})
+        self.eval_s += time.perf_counter() - t0
+        return out["auc_pr"]
+
+    def result(self, flops: float, train_rows: int) -> dict:
+        last = self.points[-1]
+        best = max(self.points, key=lambda p: p["auc_pr"])
+        return {"rows": last["rows"], "loop_s": last["train_s"], "rows_per_s": last["rows"] / last["train_s"],
+                "flops_per_row": flops, "train_rows": train_rows, "curve": self.points,
+                "auc_pr": last["auc_pr"], "best_auc_pr": best["auc_pr"], "best_train_s": best["train_s"]}
+
+
+def _chunks(rows: int, eval_rows: int) -> list[slice]:
+    """Consecutive slices of one epoch's rows, one per evaluation point (the last may be shorter)."""
+    step = eval_rows if eval_rows > 0 else rows
+    return [slice(a, min(a + step, rows)) for a in range(0, rows, step)]
+
+
 def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: dict) -> dict:
     import torch
 
@@ -124,14 +162,17 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
     features = [{"name": f"c{j}", "type": "categorical", "encoding": "identity", "num_ids": card}
                 for j, card in enumerate(CARDINALITIES)]
     features += [{"name": f"n{j}", "type": "numeric", "transform": "none"} for j in range(NUM_DENSE)]
+    eval_steps = options["eval_rows"] // 4096
     cfg = camoe.load_config({
         "schema": {"label": "click", "format": "format", "timestamp": None, "features": features},
         "formats": {f: {"modality": f} for f in FORMATS},
         "grouping": {"strategy": "per_format"},
         "model": {"name": "camoe", "expert_type": expert_type, "embedding_dim": EMB_DIM, "num_experts": EXPERTS,
-                  "num_cross_layers": 2, "expert_hidden": EXPERT_HIDDEN, "tower_hidden": TOWER_HIDDEN},
+                  "num_cross_layers": 2, "expert_hidden": EXPERT_HIDDEN, "tower_hidden": TOWER_HIDDEN,
+                  **options.get("model", {})},
         "train": {"batch_size": 4096, "epochs": epochs, "learning_rate": 1e-3, "seed": seed,
-                  "num_threads": options["threads"], **options.get("train", {})},
+                  "num_threads": options["threads"], "patience": 10**6, "eval_every_steps": eval_steps or None,
+                  **options.get("train", {})},
     })
     torch.set_num_threads(options["threads"])
     t0 = time.perf_counter()
@@ -158,13 +199,54 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     model = build_model(cfg.model, encoder.input_spec_, len(layout.tasks))
-    t0 = time.perf_counter()
-    result = Trainer(model, layout.mask, layout.tasks, cfg.train).fit(stream)
-    loop_s = time.perf_counter() - t0
-    proba = Scorer.torch(model, encoder, layout, cfg.schema).task_proba(test, "test")
-    return {"rows": len(train) * epochs, "loop_s": loop_s, "rows_per_s": len(train) * epochs / loop_s,
-            "trainer_rows_per_s": result.rows_per_s, "encode_s": encode_s, "flops_per_row": flops,
-            **_auc_pr(test, proba)}
+    scorer = Scorer.torch(model, encoder, layout, cfg.schema)
+    curve = Curve(test, lambda: scorer.task_proba(test, "test"))
+
+    def validate(net) -> tuple[float, dict]:
+        return curve.evaluate(trainer.state.rows_seen, trainer.state.rows_seen / len(train)), {}
+
+    trainer = Trainer(model, layout.mask, layout.tasks, cfg.train, validate=validate)
+    curve.start()
+    trainer.fit(stream)
+    out = {**curve.result(flops, len(train)), "encode_s": encode_s}
+    if options.get("profile"):
+        out["profile"] = profile_steps(cfg, encoder, layout, stream, flops * 4096)
+    return out
+
+
+GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_steps(cfg, encoder, layout, stream, step_flops: float, steps: int = 8) -> dict:
+    """Where one training step's time goes: the share in matrix multiplications (GEMMs) and the FLOP rate of those
+    GEMMs alone, which bounds the MFU any removal of the other work could reach on this network."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from camoe.model import build_model
+    from camoe.training import Trainer
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model, encoder.input_spec_, len(layout.tasks))
+    trainer = Trainer(model, layout.mask, layout.tasks, cfg.train)
+    trainer.build(stream)
+    model.train()
+    batches = stream.batches(torch.Generator().manual_seed(0))
+    for _ in range(2):
+        trainer.step(next(batches))  # warm-up
+    todo = [next(batches) for _ in range(steps)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for batch in todo:
+            trainer.step(batch)
+        wall = time.perf_counter() - t0
+    table = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    total_self = sum(table.values())
+    gemm = sum(v for k, v in table.items() if k in GEMMS)
+    top = sorted(((v / total_self, k) for k, v in table.items() if k not in GEMMS), reverse=True)[:6]
+    return {"step_s": wall / steps, "gemm_share": gemm / total_self,
+            "gemm_flops_per_s": step_flops * steps / (gemm * wall / total_self),
+            "other_top": [(k, round(v, 4)) for v, k in top]}
 
 
 def worker_deepctr(path: str, epochs: int, seed: int, options: dict) -> dict:
@@ -192,12 +274,20 @@ def worker_deepctr(path: str, epochs: int, seed: int, options: dict) -> dict:
 
     flops = _flops_per_row(one_step, 4096)
     model.zero_grad()
-    t0 = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=4096, epochs=epochs, verbose=0, shuffle=True)
-    loop_s = time.perf_counter() - t0
-    proba = model.predict({n: test[n].to_numpy() for n in names}, batch_size=65536)
-    return {"rows": len(train) * epochs, "loop_s": loop_s, "rows_per_s": len(train) * epochs / loop_s,
-            "flops_per_row": flops, **_auc_pr(test, np.asarray(proba))}
+    x_test = {n: test[n].to_numpy() for n in names}
+    curve = Curve(test, lambda: np.asarray(model.predict(x_test, batch_size=65536)))
+    rng = np.random.default_rng(seed)
+    done = 0
+    curve.start()
+    for epoch in range(epochs):
+        order = rng.permutation(len(train))  # one shuffle per epoch, cut into the evaluation intervals
+        for part in _chunks(len(train), options["eval_rows"]):
+            idx = order[part]
+            model.fit({n: v[idx] for n, v in x_train.items()}, y_train[idx], batch_size=4096, epochs=1, verbose=0,
+                      shuffle=False)
+            done += len(idx)
+            curve.evaluate(done, done / len(train))
+    return curve.result(flops, len(train))
 
 
 def worker_rechub(path: str, epochs: int, seed: int, options: dict) -> dict:
@@ -219,8 +309,21 @@ def worker_rechub(path: str, epochs: int, seed: int, options: dict) -> dict:
     y_train = np.stack([train["click"].to_numpy()] * 2, axis=1)
     x_test = {n: test[n].to_numpy() for n in names}
     y_test = np.stack([test["click"].to_numpy()] * 2, axis=1)
-    train_dl, _, test_dl = DataGenerator(x_train, y_train).generate_dataloader(
-        x_val=x_test, y_val=y_test, x_test=x_test, y_test=y_test, batch_size=4096)
+    order = np.random.default_rng(seed).permutation(len(train))
+    loaders = []  # one DataLoader per evaluation interval (torch-rechub's own input path), built before timing
+    for part in _chunks(len(train), options["eval_rows"]):
+        idx = order[part]
+        loader, _, test_dl = DataGenerator({n: v[idx] for n, v in x_train.items()}, y_train[idx]).generate_dataloader(
+            x_val=x_test, y_val=y_test, x_test=x_test, y_test=y_test, batch_size=4096)
+        loaders.append(loader)
+
+    def score() -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            proba = torch.cat([model(x) for x, _ in test_dl]).numpy()
+        model.train()
+        return proba
+
     with tempfile.TemporaryDirectory() as tmp:
         trainer = MTLTrainer(model, task_types=["classification", "classification"],
                              optimizer_params={"lr": 1e-3, "weight_decay": 0.0}, n_epoch=epochs, device="cpu",
@@ -233,17 +336,17 @@ def worker_rechub(path: str, epochs: int, seed: int, options: dict) -> dict:
 
         flops = _flops_per_row(one_step, 4096)
         model.zero_grad()
+        curve = Curve(test, score)
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - its tqdm bars would flood the log
-        t0 = time.perf_counter()
+        done = 0
+        curve.start()
         for _ in range(epochs):
-            trainer.train_one_epoch(train_dl)
-        loop_s = time.perf_counter() - t0
+            for loader in loaders:  # each shuffles its rows every epoch
+                trainer.train_one_epoch(loader)
+                done += len(loader.dataset)
+                curve.evaluate(done, done / len(train))
         sys.stderr = sys.__stderr__
-        model.eval()
-        with torch.no_grad():
-            proba = torch.cat([model(x) for x, _ in test_dl]).numpy()
-    return {"rows": len(train) * epochs, "loop_s": loop_s, "rows_per_s": len(train) * epochs / loop_s,
-            "flops_per_row": flops, **_auc_pr(test, proba)}
+    return curve.result(flops, len(train))
 
 
 def matmul_peak_flops(threads: int, size: int = 4096, seconds: float = 3.0) -> float:
@@ -272,7 +375,8 @@ IMPLEMENTATIONS = {
 
 def run_worker(impl: str, data: str, args: argparse.Namespace) -> dict:
     python = sys.executable if IMPLEMENTATIONS[impl]["python"] == "camoe" else str(PEER_VENV / "bin" / "python")
-    options = {"threads": args.threads, "train": json.loads(args.camoe_train)}
+    options = {"threads": args.threads, "train": json.loads(args.camoe_train), "model": json.loads(args.camoe_model),
+               "eval_rows": args.eval_rows, "profile": args.profile}
     cmd = [python, str(Path(__file__).resolve()), "--worker", impl, "--data", data, "--epochs", str(args.epochs),
            "--seed", str(args.seed), "--options", json.dumps(options)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(HERE.parent)}
@@ -280,6 +384,36 @@ def run_worker(impl: str, data: str, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{impl} worker failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_to_quality(impls: list[str], results: dict[str, list[dict]]) -> None:
+    """Print each implementation's best test AUC-PR, training time to it, and time to first reach the best peer's
+    best; camoe's time against that peer's is the headline. Medians over rounds."""
+
+    def first_reach(curve: list[dict], target: float) -> float:
+        return next((p["train_s"] for p in curve if p["auc_pr"] >= target), float("nan"))
+
+    best = {i: statistics.median(o["best_auc_pr"] for o in results[i]) for i in impls}
+    peers = [i for i in impls if IMPLEMENTATIONS[i]["python"] == "peers"]
+    print("\nlearning curves (test AUC-PR at epochs; training seconds, evaluations excluded; round 1):")
+    for impl in impls:
+        points = "  ".join(f"{p['epoch']:.2f}:{p['auc_pr']:.3f}@{p['train_s']:.1f}s" for p in results[impl][0]["curve"])
+        print(f"  {impl:10s} {points}")
+    if not peers:
+        return
+    lead = max(peers, key=lambda i: best[i])
+    target = best[lead]
+    print(f"\nbest peer: {IMPLEMENTATIONS[lead]['label']}, best test AUC-PR {target:.4f}")
+    print(f"{'implementation':30s} {'best AUC-PR':>11s} {'s to best':>10s} {'s to ' + format(target, '.4f'):>12s}")
+    reach = {}
+    for impl in impls:
+        reach[impl] = statistics.median(first_reach(o["curve"], target) for o in results[impl])
+        to_best = statistics.median(o["best_train_s"] for o in results[impl])
+        print(f"{IMPLEMENTATIONS[impl]['label']:30s} {best[impl]:>11.4f} {to_best:>10.1f} {reach[impl]:>12.1f}")
+    for impl in ("camoe", "camoe-dcn"):
+        if impl in reach:
+            print(f"{impl}: time to {lead}'s best / {lead}'s time = {reach[impl] / reach[lead]:.3f} "
+                  f"(target <= 0.333); best {best[impl]:.4f} vs {best[lead]:.4f}")
 
 
 def setup_peers() -> None:
@@ -292,13 +426,24 @@ def setup_peers() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="default 1; 4 with --time-to-quality")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the table shows medians")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every implementation")
     parser.add_argument("--only", nargs="*", choices=list(IMPLEMENTATIONS), help="subset of implementations")
     parser.add_argument("--camoe-train", default="{}", help="JSON overrides of camoe's train section")
+    parser.add_argument("--camoe-model", default="{}", help="JSON overrides of camoe's model section")
+    parser.add_argument("--time-to-quality", action="store_true",
+                        help="evaluate test AUC-PR every --eval-rows training rows (default 4 epochs) and report "
+                             "each implementation's best, the training time to it, and the time to the best "
+                             "peer's best")
+    parser.add_argument("--eval-rows", type=int, default=None,
+                        help="training rows between evaluations (a multiple of the batch 4096); default: a quarter "
+                             "epoch with --time-to-quality, else only at the end")
     parser.add_argument("--setup-peers", action="store_true", help="create benchmarks/.venv-peers and exit")
+    parser.add_argument("--profile", action="store_true",
+                        help="camoe: profile a few steps; print the share of step time in GEMMs and the MFU ceiling "
+                             "(the GEMMs' own FLOP rate against the peak)")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -321,6 +466,12 @@ def main() -> None:
         setup_peers()
         return
     impls = args.only or list(IMPLEMENTATIONS)
+    train_rows = int(args.rows * 0.8)
+    args.epochs = args.epochs or (4 if args.time_to_quality else 1)
+    if args.eval_rows is None:
+        args.eval_rows = 4096 * math.ceil(math.ceil(train_rows / 4096) / 4) if args.time_to_quality else 0
+    if args.eval_rows % 4096:
+        sys.exit(f"--eval-rows must be a multiple of the batch size 4096, got {args.eval_rows}")
     if any(IMPLEMENTATIONS[i]["python"] == "peers" for i in impls) and not (PEER_VENV / "bin" / "python").exists():
         sys.exit(f"peer virtualenv {PEER_VENV} missing: run  {sys.executable} {__file__} --setup-peers")
     print(f"load average before: {os.getloadavg()[0]:.2f}; cores: {os.cpu_count()}; torch threads: {args.threads}",
@@ -335,7 +486,8 @@ def main() -> None:
                 out = run_worker(impl, data, args)
                 results[impl].append(out)
                 print(f"round {r + 1} {impl:10s} {out['rows_per_s']:>9,.0f} rows/s  AUC-PR {out['auc_pr']:.4f}  "
-                      f"loop {out['loop_s']:.1f} s", flush=True)
+                      f"loop {out['loop_s']:.1f} s  best AUC-PR {out['best_auc_pr']:.4f} at {out['best_train_s']:.1f} s",
+                      flush=True)
             peaks.append(matmul_peak_flops(args.threads))
     peak = max(peaks)
     print(f"\nfp32 matmul peak measured in this run: {peak / 1e9:,.1f} GFLOP/s ({args.threads} threads); "
@@ -350,9 +502,17 @@ def main() -> None:
         summary[impl] = {"rows_per_s": rps, "auc_pr": auc, "flops_per_row": flops, "mfu": rps * flops / peak}
         print(f"{IMPLEMENTATIONS[impl]['label']:30s} {rps:>10,.0f} {flops / 1e9:>10.4f} {rps * flops / peak:>7.1%} "
               f"{auc:>8.4f}")
+    for impl in impls:
+        prof = results[impl][0].get("profile")
+        if prof:
+            print(f"{impl}: {prof['gemm_share']:.1%} of step time in GEMMs; the GEMMs alone run at "
+                  f"{prof['gemm_flops_per_s'] / peak:.1%} of the peak (the MFU ceiling if all other work were free); "
+                  f"largest other: {prof['other_top']}")
     peers = [summary[p]["rows_per_s"] for p in ("deepctr", "rechub") if p in summary]
     if "camoe" in summary and peers:
         print(f"\ncamoe speedup over the faster peer: {summary['camoe']['rows_per_s'] / max(peers):.2f}x")
+    if args.time_to_quality:
+        time_to_quality(impls, results)
     if args.json:
         Path(args.json).write_text(json.dumps({"peak_flops": peak, "summary": summary, "runs": results}, indent=1))
 

@@ -226,27 +226,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_baseline(args: argparse.Namespace) -> int:
-    """``camoe train --baseline pooled|single_task``."""
+    """``camoe train --baseline pooled|single_task|per_task``."""
     from camoe.config import load_config
     from camoe.evaluation.report import format_table
     from camoe.run import baseline_config, train_per_format
 
     if args.resume or args.warm_start:
         raise ValueError("--baseline trains afresh: leave out --resume and --warm-start")
-    cfg = baseline_config(load_config(args.config, _overrides(args.set)), args.baseline)
+    original = load_config(args.config, _overrides(args.set))  # its grouping names the tasks of per_task
+    cfg = baseline_config(original, args.baseline)
     out = Path(args.output or f"{cfg.output_dir.rstrip('/')}_{args.baseline}")
     _check_output_dir(out)
     if args.baseline == "pooled":  # an ordinary run of the pooled config
         _train(cfg, str(out), _progress(args), mlflow=args.mlflow, experiment=args.mlflow_experiment)
         return 0
     t0 = time.perf_counter()
-    models, metrics = train_per_format(cfg, out, progress=_progress(args), log=_log_entry, announce=_print)
-    _print(f"trained {len(models)} single-task {cfg.model.name} models (one per format) in "
+    per = "format" if args.baseline == "single_task" else "task"
+    models, metrics = train_per_format(original, out, progress=_progress(args), log=_log_entry, announce=_print,
+                                       per=per)
+    _print(f"trained {len(models)} single-task {cfg.model.name} models (one per {per}) in "
            f"{time.perf_counter() - t0:.1f} s")
     if "test" in metrics:
-        _print("\ntest split (each row scored by its format's model):")
+        _print(f"\ntest split (each row scored by its {per}'s model):")
         _print(format_table(metrics["test"]))
-    _print(f"\nmodels in {out / 'formats'}; metrics.json and report.html in {out}")
+    _print(f"\nmodels in {out / (per + 's')}; metrics.json and report.html in {out}")
     return 0
 
 
@@ -493,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write the synthetic audio-centric impression log")
     p.add_argument("--rows", type=int, default=1_000_000, help="impressions (default 1,000,000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the population and impressions (default: 0)")
     p.add_argument("--output", default="runs/log.parquet", help="output file (.parquet or .csv)")
     p.add_argument("--format", choices=["parquet", "csv"], help="default: from the output suffix")
     p.add_argument("--shards", type=int,
@@ -508,9 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "train.checkpoint_every_steps steps) after an interruption; refused when the checkpoint is "
                         "damaged or the config or data changed")
     _add_mlflow(p)
-    p.add_argument("--baseline", choices=["pooled", "single_task"],
+    p.add_argument("--baseline", choices=["pooled", "single_task", "per_task"],
                    help="train a baseline instead of the config's model: pooled = one DCN-v2 head over every format; "
-                        "single_task = one DCN-v2 model per format (default output: <output_dir>_<baseline>)")
+                        "single_task = one DCN-v2 model per format; per_task = one DCN-v2 model per task of the "
+                        "config's grouping (default output: <output_dir>_<baseline>)")
     p.add_argument("--warm-start", metavar="ARTIFACT",
                    help="start from this artifact's weights (daily retraining): its vocabularies are extended with the "
                         "new values, its task layout and architecture must match the config")
@@ -529,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write one pCTR per row, from the row's own task head")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("data", help="CSV/Parquet file, folder or glob")
     p.add_argument("--output", default="predictions.csv", help=".csv or .parquet")
     p.add_argument("--reader", default="auto", help="auto | csv | parquet | open_bandit | ipinyou_fm")
@@ -539,13 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export an artifact for serving (ONNX, dynamic batch)")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", help="folder for model.onnx and inputs.json (default: <artifact>/onnx)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calibrate", help="fit a post-hoc per-task calibration (isotonic or Platt) into an artifact")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("--method", choices=["platt", "isotonic"], default="platt",
                    help="platt keeps each task's ranking; isotonic is a step function (ties can lower AUC-PR) "
                         "(default: %(default)s)")
@@ -555,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("prune", help="inference-time expert masking: keep each task's top experts, drop the rest")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("--top-k", type=int, help="experts kept per task (by mean validation gate weight)")
     p.add_argument("--threshold", type=float, help="keep experts with mean gate weight >= this (and the top one)")
     p.add_argument("--data", help="labelled rows (CSV/Parquet) to report the per-format AUC-PR change and latency")
@@ -564,9 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("serve", help="HTTP scoring service for an artifact (FastAPI + uvicorn)")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="artifact folder written by camoe train (read only, never written)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=_int_in(0, 65535), default=8000, help="(default: %(default)s)")
+    p.add_argument("--port", type=_int_in(0, 65535), default=8000, help="TCP port (default: %(default)s)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="onnx", help="(default: %(default)s)")
     p.add_argument("--workers", type=_int_in(1, 256), default=1,
                    help="worker processes (uvicorn); one per core serves the most requests (default: %(default)s)")
@@ -574,8 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intra-op threads of one scoring call (default: %(default)s)")
     p.add_argument("--concurrency", type=_int_in(1, 256), default=1,
                    help="scoring calls running at once per worker, off the event loop (default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000, help="(default: %(default)s)")
-    p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000, help="(default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000,
+                   help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000,
+                   help="requests with more candidates get 413 (default: %(default)s)")
     p.add_argument("--require-features", nargs="*", metavar="FEATURE",
                    help="candidates missing any of these features get 422 (default: none; missing values are imputed "
                         "and reported)")
@@ -586,11 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="generate the synthetic log, train CAMoE, compare with the oracle")
-    p.add_argument("--rows", type=int, default=4_000_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="runs/demo")
+    p.add_argument("--rows", type=int, default=4_000_000, help="impressions generated (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated log (default: %(default)s)")
+    p.add_argument("--output", default="runs/demo", help="folder for the log and the artifact (default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE, median pruning, resumable SQLite study)")

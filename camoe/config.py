@@ -52,7 +52,8 @@ class FeatureSpec(_Strict):
     Multi-valued features use 0 as padding too; an empty list pools to a zero vector.
     """
 
-    name: str
+    name: str  # column name (or the name of a derived feature)
+    # categorical (one value), multi_categorical (a list or separated values) or numeric
     type: Literal["categorical", "multi_categorical", "numeric"]
     # categorical and multi_categorical
     encoding: Literal["vocab", "hash", "identity"] = "vocab"  # vocab: fitted on train; hash: stable hash buckets
@@ -110,7 +111,7 @@ class SchemaConfig(_Strict):
     user: str | None = None  # optional user id column: GAUC (per-user AUC) in the metrics
     # numeric values outside their training range at scoring time: clip (default, counted per feature) | error | off
     clip: Literal["clip", "error", "off"] = "clip"
-    features: list[FeatureSpec] = Field(min_length=1)
+    features: list[FeatureSpec] = Field(min_length=1)  # the model's input columns, one entry each
 
     @model_validator(mode="after")
     def _check(self) -> SchemaConfig:
@@ -139,9 +140,13 @@ class GroupingConfig(_Strict):
     also train the audio head (directional transfer). A row is always scored by its own task's head.
     """
 
+    # how ad formats become tasks (the strategies are described above)
     strategy: Literal["auto", "single", "modality", "modality2", "content", "slot", "per_format", "explicit"] = "auto"
     task_map: dict[str, str] | None = None  # explicit: format -> task
     transfer: dict[str, list[str]] = Field(default_factory=dict)  # format -> extra tasks its rows also train
+    # soft transfer: every format's rows also train every other task's head with this loss weight (0 = hard masking);
+    # a rare task's head then learns from its neighbours' rows while its own rows weigh 1 / transfer_weight times more
+    transfer_weight: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> GroupingConfig:
@@ -159,6 +164,10 @@ class ModelConfig(_Strict):
     embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
     embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
     pairwise_dot: bool = False  # append the dot products of every pair of field embeddings to x0 (DLRM-style)
+    # sparse embedding gradients: each step updates only the table rows its batch looked up (lazy Adam,
+    # torch.optim.SparseAdam; no weight decay or gradient clipping on the tables), instead of a dense Adam step over
+    # every row. Faster with large vocabularies; not with NCCL data parallelism.
+    sparse_embeddings: bool = False
     num_experts: int = Field(4, ge=1)  # E (cgc: shared experts)
     task_experts: int = Field(1, ge=1)  # cgc only: experts owned by each task
     expert_type: Literal["dcn", "mlp"] = "dcn"  # dcn = CrossNetV2 then MLP; mlp = MLP only (MMoE)
@@ -166,7 +175,9 @@ class ModelConfig(_Strict):
     low_rank: int | None = Field(None, ge=1)  # W = U V^T with this rank; ≈ in_dim / 4 keeps accuracy
     expert_hidden: list[int] = Field(default_factory=lambda: [128, 64])  # MLP after the cross layers; last = H
     tower_hidden: list[int] = Field(default_factory=lambda: [64])  # per-task tower before the logit
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout rate after each hidden layer of the experts and towers
+    # normalisation between each hidden linear layer of experts and towers and its ReLU (camoe.model.GroupedNorm)
+    norm: Literal["batch", "layer"] | None = None
     # (T, E) experts each task's gate may use (camoe / mmoe); written by `camoe prune`. None = every expert.
     gate_mask: list[list[bool]] | None = None
 
@@ -189,22 +200,24 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimisation. Loss: masked BCE, per-task mean over the task's rows (see camoe.training.loss)."""
 
-    batch_size: int = Field(2048, ge=1)
-    epochs: int = Field(4, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
+    batch_size: int = Field(2048, ge=1)  # rows per optimizer step (the global batch under data parallelism)
+    epochs: int = Field(4, ge=1)  # passes over the training split (early stopping may end sooner)
+    learning_rate: float = Field(2e-3, gt=0)  # AdamW learning rate (the peak of the schedule)
+    embedding_learning_rate: float | None = Field(None, gt=0)  # of the embedding tables; null = learning_rate
     weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled weight decay
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decay to 0 over epochs × steps per epoch
+    warmup_steps: int = Field(0, ge=0)  # linear learning-rate warm-up over the first steps, then lr_schedule
     l2_embedding: float = Field(0.0, ge=0)  # extra L2 on looked-up embeddings, logged as its own loss part
     patience: int = Field(2, ge=1)  # early stopping: evaluations without a better mean validation AUC-PR
     eval_every_steps: int | None = Field(None, ge=1)  # None = evaluate at each epoch end
-    seed: int = 0
-    shuffle: bool = True
+    seed: int = 0  # seeds initialisation, shuffling and dropout (same seed on the CPU = identical metrics)
+    shuffle: bool = True  # shuffle the training rows each epoch (False: file order)
     masking: bool = True  # False: every head trains on every row (other tasks' rows as-is), as peer libraries do
     loss_normalisation: Literal["per_task", "global"] = "per_task"  # per_task: mean over the task's rows
     task_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # lambda_t, default 1
     entropy_weighting: bool = True  # lambda_t ∝ 1 / H(train CTR of task t): each head's loss counts as its NE
     uncertainty_weighting: bool = False  # Kendall et al. 2018 learned task weights (off by default)
-    grad_clip_norm: float | None = Field(None, gt=0)
+    grad_clip_norm: float | None = Field(None, gt=0)  # clip the gradient norm to this value; null = no clipping
     num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch default
     checkpoint_every_steps: int | None = Field(None, ge=1)  # also at each epoch end; resume with --resume
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (a time budget)
@@ -225,9 +238,13 @@ class TrainConfig(_Strict):
 
 
 class SplitConfig(_Strict):
+    """The train / valid / test split of ``data.path`` (``camoe.data.split``): exact cut points on the timestamp
+    (``temporal``; rows sharing a cut timestamp stay in the earlier split) or a seeded hash of the row position
+    (``random``)."""
+
     method: Literal["temporal", "random"] = "temporal"  # temporal: by schema.timestamp
-    valid_fraction: float = Field(0.1, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
+    valid_fraction: float = Field(0.1, ge=0, lt=1)  # share of the rows in the validation split (early stopping)
+    test_fraction: float = Field(0.2, ge=0, lt=1)  # share of the rows in the test split (the reported metrics)
     seed: int = 0  # random split only
 
     @model_validator(mode="after")
@@ -241,8 +258,8 @@ class StreamingConfig(_Strict):
     """Streaming input: Parquet read in record batches through pyarrow datasets, never whole (bounded memory).
 
     Encoders are fitted in one streaming pass over the train split (vocabulary counts, numeric moments); the
-    temporal split is a timestamp filter with cut points from a histogram of the timestamps (cut to within one bin
-    of the fractions; every row of one timestamp lands in the same split). Memory grows with ``shuffle_buffer_rows``
+    temporal split is a timestamp filter with exact cut points found by narrowing timestamp histograms (every row of
+    one timestamp lands in the same split, the earlier one). Memory grows with ``shuffle_buffer_rows``
     and vocabulary sizes, not with the number of rows; use ``encoding: hash`` for features with huge vocabularies.
     """
 
@@ -258,11 +275,12 @@ class DataConfig(_Strict):
     """Where the log is. ``path`` is a CSV/Parquet file, a folder of them, or a glob; relative paths are resolved
     against the working directory, then against the config file's folder."""
 
-    path: str | None = None
+    path: str | None = None  # the log: a CSV / Parquet file, a folder of them, or a glob
+    # how files are read: auto (by suffix), csv, parquet, or a public log's reader (open_bandit, ipinyou_fm)
     reader: Literal["auto", "csv", "parquet", "open_bandit", "ipinyou_fm"] = "auto"
     valid_path: str | None = None  # explicit validation file (then no split for validation)
     test_path: str | None = None  # explicit test file (then no split for test)
-    split: SplitConfig = Field(default_factory=SplitConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)  # how the rows are split into train / valid / test
     reader_options: dict[str, Any] = Field(default_factory=dict)  # passed to the named reader
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
 
@@ -276,7 +294,7 @@ class RunConfig(_Strict):
     grouping: GroupingConfig = Field(default_factory=GroupingConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    output_dir: str = "runs/latest"
+    output_dir: str = "runs/latest"  # artifact folder written by camoe train (--output overrides it)
     _config_dir: str | None = PrivateAttr(None)  # folder of the YAML file, for relative data paths
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=(), allow_inf_nan=False)

@@ -37,14 +37,15 @@ class TaskLayout:
         formats: the K format names.
         tasks: the T task names.
         format_to_task: the head that scores each format.
-        mask: (K, T) float32 in {0, 1}: which heads each format's rows train.
+        mask: (K, T) float32 in [0, 1]: the loss weight of each format's rows in each head (1 = the format's own task
+            and ``transfer`` entries; ``transfer_weight`` elsewhere, 0 by default).
         strategy: the grouping strategy that produced it (``auto`` resolved to the one it chose).
     """
 
     formats: tuple[str, ...]
     tasks: tuple[str, ...]
     format_to_task: dict[str, str]
-    mask: np.ndarray = field(repr=False)  # (K, T) float32 in {0, 1}
+    mask: np.ndarray = field(repr=False)  # (K, T) float32 in [0, 1]
     strategy: str = "explicit"
 
     @property
@@ -77,7 +78,7 @@ class TaskLayout:
             "formats": list(self.formats),
             "tasks": list(self.tasks),
             "format_to_task": dict(self.format_to_task),
-            "mask": self.mask.astype(int).tolist(),
+            "mask": [[int(v) if v in (0.0, 1.0) else float(v) for v in row] for row in self.mask.tolist()],
             "strategy": self.strategy,
         }
 
@@ -164,4 +165,6 @@ def build_task_layout(grouping: GroupingConfig, formats: dict[str, dict[str, str
             if t not in tasks:
                 raise ValueError(f"grouping.transfer['{f}']: unknown task '{t}'; tasks: {list(tasks)}")
             mask[names.index(f), tasks.index(t)] = 1.0
+    if grouping.transfer_weight > 0:  # soft transfer: every format's rows also train every other head, weighted
+        mask = np.where(mask > 0, mask, np.float32(grouping.transfer_weight)).astype(np.float32)
     return TaskLayout(formats=tuple(names), tasks=tasks, format_to_task=format_to_task, mask=mask, strategy=strategy)

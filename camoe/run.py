@@ -25,9 +25,10 @@ from camoe.pipeline import CTRPipeline
 from camoe.training.distributed import DistContext
 
 __all__ = ["BASELINES", "DataSplits", "baseline_config", "data_splits", "fit_per_format", "load_splits", "open_rows",
-           "read_for_config", "run_facts", "single_task_config", "train_and_evaluate", "train_per_format"]
+           "read_for_config", "run_facts", "separate_groups", "single_task_config", "train_and_evaluate",
+           "train_per_format"]
 
-BASELINES = ("pooled", "single_task")
+BASELINES = ("pooled", "single_task", "per_task")
 
 
 def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None) -> pd.DataFrame:
@@ -212,7 +213,8 @@ def run_facts(pipe: CTRPipeline, split: dict[str, Any] | None = None) -> dict[st
 
 def baseline_config(cfg: RunConfig, baseline: str) -> RunConfig:
     """The config of a baseline: ``pooled`` = one DCN-v2 head over every format (grouping ``single``, the paper's
-    "production baseline"); ``single_task`` = the single-task DCN-v2 that ``fit_per_format`` trains per format.
+    "production baseline"); ``single_task`` / ``per_task`` = the single-task DCN-v2 that ``fit_per_format`` trains
+    per format / per task of ``cfg``'s grouping.
 
     Raises:
         ValueError: unknown baseline.
@@ -232,37 +234,66 @@ def single_task_config(cfg: RunConfig) -> RunConfig:
     return single
 
 
+def separate_groups(cfg: RunConfig, formats: list[str], per: str) -> dict[str, list[str]]:
+    """The formats each separate model trains on: ``per="format"``: one model per format; ``per="task"``: one per
+    task of ``cfg``'s grouping (its formats together).
+
+    Raises:
+        ValueError: ``per`` is neither, or the grouping cannot be resolved over ``formats``.
+    """
+    if per == "format":
+        return {f: [f] for f in sorted(formats)}
+    if per != "task":
+        raise ValueError(f"per must be 'format' or 'task', got '{per}'")
+    from camoe.grouping import build_task_layout
+
+    table = {f: dict((cfg.formats or {}).get(f, {})) for f in sorted(formats)}
+    layout = build_task_layout(cfg.grouping, table)
+    groups: dict[str, list[str]] = {}
+    for fmt, task in layout.format_to_task.items():
+        groups.setdefault(task, []).append(fmt)
+    return groups
+
+
 def fit_per_format(
     cfg: RunConfig, train: RowSource, valid: RowSource | None = None, names: dict[str, str] | None = None,
     progress: bool = False, log: Callable[[dict[str, Any]], None] | None = None,
+    groups: dict[str, list[str]] | None = None,
 ) -> dict[str, CTRPipeline]:
-    """One single-task model per ad format (the paper's "one model per format" baseline): each fitted on that
-    format's training and validation rows only, with ``cfg`` as it is (grouping ``single``; see
-    ``baseline_config``).
+    """Separate single-task models (the paper's "one model per format" baseline): each fitted on the training and
+    validation rows of its formats only, with ``cfg`` as it is (grouping ``single``; see ``baseline_config``).
+
+    Args:
+        groups: model name -> the formats it trains on (``separate_groups``); None = one model per format.
 
     Returns:
-        format -> fitted pipeline, for every format with training rows.
+        model name -> fitted pipeline, for every group with training rows.
     """
     names = names or {"train": "train", "valid": "valid"}
     present = CTRPipeline(cfg).check_rows(train, names["train"]).rows
+    groups = groups or {f: [f] for f in sorted(present)}
     out = {}
-    for fmt in sorted(present):
-        where = ValueFilter(cfg.schema.format, {fmt})
-        rows = FilteredSource(train, where, f"{names['train']} ({fmt} rows)")
-        held = FilteredSource(valid, where, f"{names['valid']} ({fmt} rows)") if valid is not None else None
-        out[fmt] = CTRPipeline(cfg).fit(rows, held if held is not None and held.count_rows() else None,
-                                        progress=progress, log=log, sources={"train": rows.name,
-                                                                             "valid": held.name if held else "valid"})
+    for name, members in groups.items():
+        if not set(members) & set(present):
+            continue
+        where = ValueFilter(cfg.schema.format, set(members))
+        rows = FilteredSource(train, where, f"{names['train']} ({name} rows)")
+        held = FilteredSource(valid, where, f"{names['valid']} ({name} rows)") if valid is not None else None
+        out[name] = CTRPipeline(cfg).fit(rows, held if held is not None and held.count_rows() else None,
+                                         progress=progress, log=log, sources={"train": rows.name,
+                                                                              "valid": held.name if held else "valid"})
     return out
 
 
 def train_per_format(
     cfg: RunConfig, output_dir: str | Path | None = None, progress: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None, announce: Callable[[str], None] | None = None,
+    per: str = "format",
 ) -> tuple[dict[str, CTRPipeline], dict[str, Any]]:
-    """``camoe train --baseline single_task``: ``fit_per_format`` on the config's data, every model saved under
-    ``<output_dir>/formats/<format>/``, and the test split scored row by row by its format's model into one table
-    (``metrics.json`` and ``report.html`` in ``output_dir``).
+    """``camoe train --baseline single_task|per_task``: ``fit_per_format`` on the config's data (one model per format,
+    or per task of the config's grouping with ``per="task"``), every model saved under
+    ``<output_dir>/<formats|tasks>/<name>/``, and the test split scored row by row by its format's model into one
+    table (``metrics.json`` and ``report.html`` in ``output_dir``).
 
     Raises:
         ValueError: test rows of a format without training rows (no model to score them).
@@ -272,28 +303,33 @@ def train_per_format(
     splits = data_splits(single)
     if announce is not None:
         announce(splits.plan.describe())
-    models = fit_per_format(single, splits.train, splits.valid, splits.names, progress, log)
-    for fmt, pipe in models.items():
-        pipe.save(out / "formats" / fmt)
+    present = sorted(CTRPipeline(single).check_rows(splits.train, splits.names["train"]).rows)
+    groups = separate_groups(cfg, present, per)
+    models = fit_per_format(single, splits.train, splits.valid, splits.names, progress, log, groups)
+    folder = out / f"{per}s"
+    for name, pipe in models.items():
+        pipe.save(folder / name)
+    scorers = {f: models[name].scorer() for name, members in groups.items() if name in models for f in members}
     metrics: dict[str, Any] = {"split": splits.plan.to_dict()}
     for split in ("valid", "test"):
         rows = splits.get(split)
         if rows is None:
             continue
-        unscored = sorted(set(CTRPipeline(single).check_rows(rows, splits.names[split]).rows) - set(models))
+        unscored = sorted(set(CTRPipeline(single).check_rows(rows, splits.names[split]).rows) - set(scorers))
         if unscored:
             raise ValueError(f"{splits.names[split]}: formats {unscored} have rows but no training rows, so no "
                              f"single-task model")
-        metrics[split] = evaluate_source({f: m.scorer() for f, m in models.items()}, rows, split,
-                                         attributes=single.formats or None,
+        metrics[split] = evaluate_source(scorers, rows, split, attributes=single.formats or None,
                                          exact_max_rows=single.data.streaming.exact_metrics_max_rows,
                                          name=splits.names[split])
-    summary = {**metrics.get("test", {}), "split": splits.plan.to_dict(), "baseline": "single_task",
-               "models": {f: str(out / "formats" / f) for f in models}}
+    baseline = "single_task" if per == "format" else "per_task"
+    summary = {**metrics.get("test", {}), "split": splits.plan.to_dict(), "baseline": baseline,
+               "models": {name: str(folder / name) for name in models},
+               "model_formats": {name: groups[name] for name in models}}
     write_json(out / "metrics.json", summary)
     shown = metrics.get("test") or metrics.get("valid")
     if shown is not None:
-        facts = {"baseline": f"one single-task {single.model.name} model per format ({len(models)} models, in "
-                             f"{out / 'formats'})", "split": splits.plan.describe().splitlines()[0]}
-        write_run_report(out / "report.html", f"camoe train --baseline single_task: {out}", shown, facts=facts)
+        facts = {"baseline": f"one single-task {single.model.name} model per {per} ({len(models)} models, in "
+                             f"{folder})", "split": splits.plan.describe().splitlines()[0]}
+        write_run_report(out / "report.html", f"camoe train --baseline {baseline}: {out}", shown, facts=facts)
     return models, metrics

@@ -175,6 +175,8 @@ def tune(
     if finished:
         say(f"resuming study {out / 'study.db'}: {len(finished)} trials finished, {remaining} to run")
 
+    warned: list[int] = []
+
     def objective(trial: Any) -> float:
         patch = _suggest(trial, search)
         cfg = load_config(config, deep_merge(overrides or {}, patch))
@@ -192,7 +194,9 @@ def tune(
                                          f"{evaluations}")
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a trial's data warnings were said once before the study
+            if warned:  # the data's warnings (e.g. too few validation clicks) are said by the first trial run only
+                warnings.simplefilter("ignore")
+            warned.append(trial.number)
             pipe = CTRPipeline(cfg).fit(splits.train, splits.valid, log=report, sources=splits.names)
         assert pipe.train_result_ is not None
         score = pipe.train_result_.best_score

@@ -6,7 +6,7 @@
   the continuation lines under it that start with ``#   ``, or the comment block right above a field that has none
   on its line. A comment block above a field that has its own comment heads a group ("# numeric") and is shown
   before the description of each field of the group. A field without any comment falls back to the docstring of
-  the model it holds (``split: SplitConfig``) or to ``UNCOMMENTED`` below.
+  the model it holds (``split: SplitConfig``); a field with neither fails the build.
 * ``reference/cli.md`` from ``camoe.cli.build_parser()``: every subcommand with its help, usage, arguments,
   defaults and choices.
 
@@ -39,33 +39,6 @@ if str(ROOT) not in sys.path:
 
 log = logging.getLogger("mkdocs.hooks.camoe")  # a warning fails `mkdocs build --strict`
 
-# Fields camoe/config.py declares without a comment, and models without a docstring ("SplitConfig"); used only while
-# the source has nothing for them, so a comment or docstring added to config.py replaces the entry here. A field
-# with neither fails the build (a warning under --strict) until it is described.
-UNCOMMENTED: dict[str, str] = {
-    "RunConfig.output_dir": "artifact folder written by `camoe train` (`--output` overrides it)",
-    "DataConfig.path": "the log: a CSV / Parquet file, a folder of them, or a glob",
-    "DataConfig.reader": "how files are read: `auto` (by suffix), `csv`, `parquet`, or a public log's reader "
-                         "(`open_bandit`, `ipinyou_fm`)",
-    "SplitConfig": "The train / valid / test split of `data.path` (`camoe.data.split`): cut points on the "
-                   "timestamp (`temporal`) or on a seeded hash of the row position (`random`); rows sharing a cut "
-                   "timestamp stay in the earlier split.",
-    "DataConfig.split": "how the rows are split into train / valid / test (section `data.split`)",
-    "GroupingConfig.strategy": "how ad formats become tasks; the strategies are described above",
-    "SplitConfig.valid_fraction": "share of the rows in the validation split (early stopping, calibration)",
-    "SplitConfig.test_fraction": "share of the rows in the test split (the reported metrics)",
-    "SchemaConfig.features": "the model's input columns, one entry each (see `schema.features[]`)",
-    "FeatureSpec.name": "column name (or the name of a derived feature)",
-    "FeatureSpec.type": "`categorical` (one value), `multi_categorical` (a list or separated values) or `numeric`",
-    "ModelConfig.dropout": "dropout rate in the expert MLPs and towers",
-    "TrainConfig.batch_size": "rows per optimizer step (the global batch under data-parallel training)",
-    "TrainConfig.epochs": "passes over the training split (early stopping may end sooner)",
-    "TrainConfig.learning_rate": "AdamW learning rate (the peak of the cosine schedule)",
-    "TrainConfig.seed": "seeds every random source: initialisation, shuffling, dropout (same seed on CPU = "
-                        "identical metrics)",
-    "TrainConfig.shuffle": "shuffle the training rows each epoch (False: file order)",
-    "TrainConfig.grad_clip_norm": "clip the gradient norm to this value; `null` = no clipping",
-}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -216,7 +189,7 @@ def _docstring(model: type) -> str:
 
 
 def _summary(model: type) -> str:
-    return _docstring(model).split("\n\n")[0].replace("\n", " ") or UNCOMMENTED.get(model.__name__, "")
+    return _docstring(model).split("\n\n")[0].replace("\n", " ")
 
 
 def _markdown_text(text: str) -> str:
@@ -251,10 +224,10 @@ def config_sections() -> list[Section]:
         rows = []
         for name, field in model.model_fields.items():
             key = field.alias or name
-            text = notes.get(model.__name__, {}).get(name, "") or UNCOMMENTED.get(f"{model.__name__}.{name}", "")
+            text = notes.get(model.__name__, {}).get(name, "")
             held = _model_types(field.annotation)
             if not text and held:
-                text = _summary(held[0]) or UNCOMMENTED.get(held[0].__name__, "")
+                text = _summary(held[0])
             ftype = _type_text(field.annotation, paths)
             marks = _constraints(field.metadata, text=field.annotation is str)
             if not text:
@@ -286,7 +259,7 @@ def config_reference() -> str:
     for s in sections:
         title = f"`{s.path}`" if s.path else "Top level"
         lines += ["", f"## {title} {{#{_anchor(s.path)}}}", "", f"Model: `camoe.config.{s.model.__name__}`.", ""]
-        doc = _docstring(s.model) or UNCOMMENTED.get(s.model.__name__, "")
+        doc = _docstring(s.model)
         if doc:
             lines += [_markdown_text(doc), ""]
         lines += ["| key | type | default | description |", "|---|---|---|---|"]

@@ -198,7 +198,7 @@ def test_train_and_evaluate_write_a_report_and_log_to_mlflow(trained, tmp_path) 
     assert {"metrics.json", "report.html", "model"} <= artifacts
 
 
-def test_the_pooled_and_single_task_baselines_train_with_camoe_train(trained, tmp_path, capsys) -> None:
+def test_the_pooled_single_task_and_per_task_baselines_train_with_camoe_train(trained, tmp_path, capsys) -> None:
     base = ["train", str(trained["config"]), "--no-progress", "--set", "train.epochs=1"]
     assert main([*base, "--baseline", "pooled", "--output", str(tmp_path / "pooled")]) == 0
     pooled = camoe.CTRPipeline.load(tmp_path / "pooled")
@@ -214,3 +214,9 @@ def test_the_pooled_and_single_task_baselines_train_with_camoe_train(trained, tm
     one = camoe.CTRPipeline.load(tmp_path / "single" / "formats" / "video_takeover")
     assert one.layout_.tasks == ("all",)
     assert (tmp_path / "single" / "report.html").is_file()
+    assert main([*base, "--baseline", "per_task", "--output", str(tmp_path / "per_task")]) == 0
+    assert "single-task dcn_v2 models (one per task)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "per_task" / "metrics.json").read_text())
+    assert metrics["model_formats"]["display"] == ["display_homepage", "display_leaderboard"]  # modality grouping
+    assert sum(m["rows"] for m in metrics["formats"].values()) == 1000  # every test row scored by its task's model
+    assert sorted(p.name for p in (tmp_path / "per_task" / "tasks").iterdir()) == ["audio", "display", "video"]

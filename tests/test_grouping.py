@@ -89,3 +89,13 @@ def test_a_new_schema_without_a_formats_table_trains_with_the_default_grouping(r
     assert pipe.layout_.tasks == ("side", "top")
     assert said == ["grouping 'auto': per_format (the formats have no modality attribute in the config's formats "
                     "table), 2 tasks; set grouping.strategy to choose"]
+
+
+def test_transfer_weight_lets_every_format_train_every_other_head_softly() -> None:
+    layout = build_task_layout(GroupingConfig(strategy="modality", transfer_weight=0.1), FORMATS)
+    for k, fmt in enumerate(layout.formats):
+        own = layout.tasks.index(layout.format_to_task[fmt])
+        assert layout.mask[k, own] == 1.0
+        assert np.allclose(np.delete(layout.mask[k], own), 0.1)
+    again = TaskLayout.from_dict(layout.to_dict())  # soft weights survive the artifact round trip
+    np.testing.assert_array_equal(again.mask, layout.mask)

@@ -385,6 +385,18 @@ def check_claims(
                      "measure": f"AUC-PR lift per rare format: {'; '.join(parts)}; mean {100 * lift:+.2f}% "
                                 f"[{100 * lo:+.2f}%, {100 * hi:+.2f}%]",
                      "verdict": _verdict(lo, hi)})
+    if c.rare_task and c.rare_slice and c.rare_task in names:
+        kind, value = c.rare_slice.split("=", 1)
+        rare, same_kind = (kind, value), [s for s in slices if s[0] == kind]
+        for other in [o for o in c.rare_versus if o in names]:
+            lift, lo, hi = lift_between(point, analysis.replicates, rare, c.rare_task, other, level)
+            mlift, mlo, mhi = _mean_lift_ci(point, analysis.replicates, same_kind, c.rare_task, other, level)
+            rows.append({"claim": f"{c.rare_task} beats {other} on the rare {kind} {value} and on the mean over "
+                                  f"the {kind} slices",
+                         "measure": f"AUC-PR lift on {value} {100 * lift:+.2f}% [{100 * lo:+.2f}%, {100 * hi:+.2f}%]; "
+                                    f"mean over {len(same_kind)} {kind} slices {100 * mlift:+.2f}% "
+                                    f"[{100 * mlo:+.2f}%, {100 * mhi:+.2f}%]",
+                         "verdict": f"{_verdict(lo, hi)} / {_verdict(mlo, mhi)}"})
     return pd.DataFrame(rows, columns=["claim", "measure", "verdict"])
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from camoe.config import RunConfig, resolve_path
 from camoe.data.sources import FrameSource
-from camoe.run import fit_per_format, single_task_config
+from camoe.run import fit_per_format, separate_groups, single_task_config
 from camoe.files import write_json
 from camoe.experiments.spec import (
     ConfigurationSpec,
@@ -92,14 +92,15 @@ def prepare_data(
         ValueError: no data source (neither ``data.synthetic`` nor the run config's ``data.path``), or reader
             errors naming the file.
     """
-    from camoe.data.synthetic import SyntheticConfig, generate_log
+    from camoe.data.synthetic import PRESETS, SyntheticConfig, generate_log
     from camoe.run import load_splits, read_for_config
 
     data_id: dict[str, Any] = {"split": base.data.split.model_dump(), "schema": base.schema.model_dump()}
     if exp.data.synthetic is not None:
         rows = exp.quick.rows if quick else exp.data.synthetic.rows
-        frame = generate_log(SyntheticConfig(rows=rows, seed=exp.data.synthetic.seed))
-        data_id["synthetic"] = {"rows": rows, "seed": exp.data.synthetic.seed}
+        synthetic = exp.data.synthetic
+        frame = generate_log(SyntheticConfig(rows=rows, seed=synthetic.seed, formats=PRESETS[synthetic.preset]))
+        data_id["synthetic"] = {"rows": rows, "seed": synthetic.seed, "preset": synthetic.preset}
     else:
         if base.data.path is None:
             raise ValueError(f"experiment '{exp.name}': no data: set data.synthetic in the experiment or data.path "
@@ -148,8 +149,9 @@ def _fit(cfg: RunConfig, train: pd.DataFrame, valid: pd.DataFrame) -> Any:
 def execute_run(run: RunSpec, splits: dict[str, pd.DataFrame], run_dir: Path) -> dict[str, Any]:
     """Train one run and write ``predictions.npz``, the artifact(s) and (last) ``run.json``.
 
-    ``joint``: one pipeline over all formats. ``per_format``: one single-task pipeline per format, each fitted on
-    that format's training and validation rows only and scoring that format's rows.
+    ``joint``: one pipeline over all formats. ``per_format`` / ``per_task``: one single-task pipeline per format /
+    per task of the configuration's grouping, each fitted on its formats' training and validation rows only and
+    scoring those formats' rows.
 
     Returns:
         the ``run.json`` payload.
@@ -173,16 +175,19 @@ def execute_run(run: RunSpec, splits: dict[str, pd.DataFrame], run_dir: Path) ->
         fmt = {s: splits[s][schema.format].astype(str).str.strip().to_numpy() for s in ("train", "valid", "test")}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gate warnings are kept in diagnostics_ and reported; no console noise
+            per = "task" if conf.training == "per_task" else "format"
+            groups = separate_groups(cfg, sorted(set(fmt["train"])), per)
             models = fit_per_format(single_task_config(cfg), FrameSource(splits["train"], "train"),
-                                    FrameSource(splits["valid"], "valid") if len(splits["valid"]) else None)
+                                    FrameSource(splits["valid"], "valid") if len(splits["valid"]) else None,
+                                    groups=groups)
         format_to_task, per_format = {}, {}
         for name, pipe in models.items():
             for s in preds:
-                sel = fmt[s] == name
+                sel = np.isin(fmt[s], groups[name])
                 if sel.any():
                     preds[s][sel] = pipe.predict_proba(splits[s][sel], source=f"{s} rows of {name}")
             pipe.save(run_dir / "models" / name)
-            format_to_task[name] = name
+            format_to_task.update({f: name for f in groups[name]})
             per_format[name] = {"best_step": pipe.train_result_.best_step, "steps": pipe.train_result_.steps,
                                 "gates": pipe.diagnostics_}
         missing = sorted(set(fmt["test"]) - set(format_to_task))

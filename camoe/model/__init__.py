@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, PairwiseDot, TaskGates
+from camoe.model.blocks import (
+    CrossNetV2,
+    ExpertBank,
+    FeatureEmbedding,
+    GroupedMLP,
+    GroupedNorm,
+    PairwiseDot,
+    TaskGates,
+)
 from camoe.model.moe import ModelOutput, MultiTaskMoE
 from camoe.model.registry import MODELS, build_model
 
@@ -11,6 +19,7 @@ __all__ = [
     "ExpertBank",
     "FeatureEmbedding",
     "GroupedMLP",
+    "GroupedNorm",
     "MODELS",
     "ModelOutput",
     "MultiTaskMoE",

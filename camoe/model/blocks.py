@@ -16,7 +16,7 @@ from torch import nn
 
 from camoe.schema import MISSING_ID, InputSpec
 
-__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "PairwiseDot", "TaskGates"]
+__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "GroupedNorm", "PairwiseDot", "TaskGates"]
 
 
 class PairwiseDot(nn.Module):
@@ -57,13 +57,17 @@ class FeatureEmbedding(nn.Module):
         embedding_dim: D.
         init_std: std of the normal initialisation of embedding rows.
         pairwise_dot: also append the P·(P−1)/2 dot products of the P = F + M field embeddings (``PairwiseDot``).
+        sparse: the tables produce sparse gradients (rows looked up only), for ``torch.optim.SparseAdam``.
 
     Shape:
         cat_ids (B, F) int64, multi_ids (B, M, L) int64, dense (B, N) float32 -> x0 (B, d) float32 with
         d = F·D + M·D + N (+ P·(P−1)/2) (``out_dim``).
     """
 
-    def __init__(self, spec: InputSpec, embedding_dim: int, init_std: float = 0.05, pairwise_dot: bool = False) -> None:
+    def __init__(
+        self, spec: InputSpec, embedding_dim: int, init_std: float = 0.05, pairwise_dot: bool = False,
+        sparse: bool = False,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.embedding_dim = embedding_dim
@@ -73,8 +77,8 @@ class FeatureEmbedding(nn.Module):
                              torch.zeros(0, dtype=torch.long), persistent=False)
         self.register_buffer("multi_offsets", torch.tensor([0, *multi_sizes[:-1]]).cumsum(0) if multi_sizes else
                              torch.zeros(0, dtype=torch.long), persistent=False)
-        self.cat_table = nn.Embedding(max(sum(cat_sizes), 1), embedding_dim)
-        self.multi_table = nn.Embedding(max(sum(multi_sizes), 1), embedding_dim)
+        self.cat_table = nn.Embedding(max(sum(cat_sizes), 1), embedding_dim, sparse=sparse)
+        self.multi_table = nn.Embedding(max(sum(multi_sizes), 1), embedding_dim, sparse=sparse)
         nn.init.normal_(self.cat_table.weight, std=init_std)
         nn.init.normal_(self.multi_table.weight, std=init_std)
         pooling = spec.multi_pooling or ("mean",) * spec.num_multi
@@ -149,6 +153,49 @@ def _init_stacked_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> Non
         nn.init.uniform_(bias, -bound, bound)
 
 
+class GroupedNorm(nn.Module):
+    """Batch or layer normalisation of G stacked groups, each with its own statistics and affine parameters.
+
+    ``batch``: per group and unit over the B rows (Ioffe & Szegedy 2015, Alg. 1), running statistics (momentum 0.1,
+    unbiased variance, as ``nn.BatchNorm1d``) used in eval mode; ``layer``: per group and row over the units (Ba et
+    al. 2016, Eq. 4). torch's own norms would need the (G, B, n) layout copied to (B, G·n) first; this normalises in
+    place of that layout.
+
+    Shape:
+        (G, B, n) -> (G, B, n).
+    """
+
+    def __init__(self, kind: str, num_groups: int, width: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        if kind not in ("batch", "layer"):
+            raise ValueError(f"norm must be 'batch' or 'layer', got {kind!r}")
+        self.kind, self.eps, self.momentum = kind, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_groups, 1, width))
+        self.bias = nn.Parameter(torch.zeros(num_groups, 1, width))
+        if kind == "batch":
+            self.register_buffer("running_mean", torch.zeros(num_groups, 1, width))
+            self.register_buffer("running_var", torch.ones(num_groups, 1, width))
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(G, B, n) -> (G, B, n); with ``index`` (G',) int64 the input holds only those groups (eval mode)."""
+
+        def pick(p: torch.Tensor) -> torch.Tensor:
+            return p if index is None else p.index_select(0, index)
+
+        if self.kind == "layer":
+            var, mean = torch.var_mean(x, dim=2, keepdim=True, unbiased=False)  # (G, B, 1)
+        elif self.training and index is None and x.shape[1] > 1:
+            var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)  # (G, 1, n)
+            with torch.no_grad():
+                rows = x.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * rows / (rows - 1), self.momentum)
+        else:
+            var, mean = pick(self.running_var), pick(self.running_mean)
+        scale = pick(self.weight) * torch.rsqrt(var + self.eps)  # (G, 1|B, n)
+        return torch.addcmul(pick(self.bias) - mean * scale, x, scale)
+
+
 class GroupedMLP(nn.Module):
     """G independent MLPs run as one batched matmul per layer.
 
@@ -158,13 +205,16 @@ class GroupedMLP(nn.Module):
         hidden: widths of the layers; ReLU (and dropout) after each but the last when ``last_activation`` is False.
         dropout: dropout after each hidden activation.
         last_activation: apply ReLU after the last layer too (experts: yes; towers ending in a logit: no).
+        norm: ``batch`` or ``layer`` normalisation (``GroupedNorm``) between each linear layer and its ReLU; None =
+            none. A last layer without activation (a logit) is never normalised.
 
     Shape:
         (G, B, in_dim) -> (G, B, hidden[-1]).
     """
 
     def __init__(
-        self, num_groups: int, in_dim: int, hidden: list[int], dropout: float = 0.0, last_activation: bool = True
+        self, num_groups: int, in_dim: int, hidden: list[int], dropout: float = 0.0, last_activation: bool = True,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         dims = [in_dim, *hidden]
@@ -174,6 +224,8 @@ class GroupedMLP(nn.Module):
         self.biases = nn.ParameterList([nn.Parameter(torch.empty(num_groups, 1, b)) for b in dims[1:]])
         for w, b in zip(self.weights, self.biases):
             _init_stacked_linear(w.data, b.data)
+        activated = len(hidden) if last_activation else len(hidden) - 1
+        self.norms = nn.ModuleList([GroupedNorm(norm, num_groups, w) for w in hidden[:activated]] if norm else [])
         self.dropout = nn.Dropout(dropout)
         self.last_activation = last_activation
         self.num_groups = num_groups
@@ -197,6 +249,8 @@ class GroupedMLP(nn.Module):
             else:
                 x = torch.baddbmm(b, x, w)  # (G, B, out)
             if i < n - 1 or self.last_activation:
+                if self.norms:
+                    x = self.norms[i](x, index)
                 x = self.dropout(torch.relu(x))
         return x
 

@@ -36,17 +36,20 @@ def _assemble(
     """Embedding -> E experts (cross network + MLP when ``cross``) -> T gates -> T towers."""
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-    embedding = FeatureEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.pairwise_dot)
+    embedding = FeatureEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.pairwise_dot,
+                                 cfg.sparse_embeddings)
     d = embedding.out_dim
     cross_net = CrossNetV2(d, cfg.num_cross_layers, cfg.low_rank, num_experts) if cross else None
-    experts = ExpertBank(GroupedMLP(num_experts, d, cfg.expert_hidden, cfg.dropout, last_activation=True), cross_net)
+    mlp = GroupedMLP(num_experts, d, cfg.expert_hidden, cfg.dropout, last_activation=True, norm=cfg.norm)
+    experts = ExpertBank(mlp, cross_net)
     if cfg.gate_mask is not None:  # inference-time expert masking (`camoe prune`)
         mask = torch.tensor(cfg.gate_mask, dtype=torch.bool)
         if tuple(mask.shape) != (num_tasks, num_experts):
             raise ValueError(f"model.gate_mask is {tuple(mask.shape)}; expected (T, E) = ({num_tasks}, {num_experts})")
         allowed = mask if allowed is None else allowed & mask
     gates = TaskGates(d, num_tasks, num_experts, allowed)
-    towers = GroupedMLP(num_tasks, experts.out_dim, [*cfg.tower_hidden, 1], cfg.dropout, last_activation=False)
+    towers = GroupedMLP(num_tasks, experts.out_dim, [*cfg.tower_hidden, 1], cfg.dropout, last_activation=False,
+                        norm=cfg.norm)
     return MultiTaskMoE(embedding, experts, gates, towers)
 
 

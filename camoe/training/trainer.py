@@ -144,8 +144,9 @@ class Trainer:
     def build(self, data: TrainData) -> None:
         """Loss constants from the data's per-format counts, optimizer, schedule and wrappers."""
         cfg, device = self.config, self.ctx.device
-        clicks = (self.mask.double().T @ torch.as_tensor(data.format_clicks, dtype=torch.float64)).float()  # (T,)
-        task_rows = (self.mask.double().T @ torch.as_tensor(data.format_rows, dtype=torch.float64)).float()  # (T,)
+        own = (self.mask >= 1).double()  # (K, T) the formats each head scores (soft transfer weights left out)
+        clicks = (own.T @ torch.as_tensor(data.format_clicks, dtype=torch.float64)).float()  # (T,)
+        task_rows = (own.T @ torch.as_tensor(data.format_rows, dtype=torch.float64)).float()  # (T,)
         ctr = ((clicks + 0.5) / (task_rows + 1.0)).clamp(1e-6, 1 - 1e-6)  # (T,) smoothed; empty task -> 0.5
         weights = torch.tensor([cfg.task_weights.get(t, 1.0) for t in self.tasks], dtype=torch.float32)  # (T,)
         if cfg.entropy_weighting:
@@ -157,12 +158,35 @@ class Trainer:
         self.model.to(device)
         self.mask, self.weights = self.mask.to(device), weights.to(device)
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks), device=device)) if cfg.uncertainty_weighting else None
-        self.params = list(self.model.parameters()) + ([self.log_vars] if self.log_vars is not None else [])
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                           fused=cfg.fused_optimizer or None)
+        tables = [m.weight for m in self.model.modules() if isinstance(m, nn.Embedding)]
+        table_ids = {id(p) for p in tables}
+        rest = [p for p in self.model.parameters() if id(p) not in table_ids]
+        rest += [self.log_vars] if self.log_vars is not None else []
+        table_lr = cfg.embedding_learning_rate or cfg.learning_rate
+        sparse = [p for m in self.model.modules() if isinstance(m, nn.Embedding) and m.sparse for p in [m.weight]]
+        dense_tables = [p for p in tables if id(p) not in {id(q) for q in sparse}]
+        self.params = rest + dense_tables  # gradient clipping covers these (not sparse tables)
+        groups = [{"params": rest}] + ([{"params": dense_tables, "lr": table_lr}] if dense_tables else [])
+        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(
+            groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer or None)]
+        # sparse embedding gradients (model.sparse_embeddings): lazy Adam updates only the rows a batch looked up
+        if sparse:
+            if self.ctx.enabled and device.type == "cuda":
+                raise ValueError("model.sparse_embeddings: NCCL data parallelism cannot all-reduce sparse gradients; "
+                                 "set it to false for GPU training with several processes")
+            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=table_lr))
         self.steps_per_epoch = max(1, math.ceil(data.num_rows / cfg.batch_size))
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs * self.steps_per_epoch)
-                          if cfg.lr_schedule == "cosine" else None)
+        total = cfg.epochs * self.steps_per_epoch
+        warmup = cfg.warmup_steps
+
+        def lr_factor(step: int) -> float:  # linear warm-up, then constant or cosine decay to 0 over the rest
+            if step < warmup:
+                return (step + 1) / warmup
+            if cfg.lr_schedule == "constant":
+                return 1.0
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in self.optimizers]
         net: nn.Module = self.model  # what the step calls: DDP and / or compiled wrappers around the model
         if self.ctx.enabled:
             net = nn.parallel.DistributedDataParallel(
@@ -176,8 +200,9 @@ class Trainer:
         self._flush()
         return Checkpoint(
             state=TrainState(**{**asdict(self.state), "history": list(self.state.history)}),
-            model=self.model.state_dict(), best_model=self.best_model, optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            model=self.model.state_dict(), best_model=self.best_model,
+            optimizer={"optimizers": [o.state_dict() for o in self.optimizers]},
+            scheduler={"schedulers": [sc.state_dict() for sc in self.schedulers]},
             log_vars=self.log_vars.detach().clone() if self.log_vars is not None else None,
             epoch_rng=epoch_rng, torch_rng=torch.get_rng_state(), fingerprint=self.fingerprint,
         )
@@ -193,11 +218,12 @@ class Trainer:
     def restore(self, ck: Checkpoint) -> torch.Tensor:
         """Continue from ``ck``; returns the data-order generator state of the epoch to continue."""
         self.model.load_state_dict(ck.model)
-        self.optimizer.load_state_dict(ck.optimizer)
-        if self.scheduler is not None and ck.scheduler is not None:
-            self.scheduler.load_state_dict(ck.scheduler)
-            # a changed epoch count (--allow-change train.epochs) re-plans the rest of the cosine decay
-            self.scheduler.T_max = self.config.epochs * self.steps_per_epoch  # type: ignore[attr-defined]
+        for optimizer, state in zip(self.optimizers, ck.optimizer["optimizers"]):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, (ck.scheduler or {}).get("schedulers", [])):
+            # restores the step count; the schedule function is the current config's (a function is not saved), so
+            # a changed epoch count (--allow-change train.epochs) re-plans the rest of the decay
+            scheduler.load_state_dict(state)
         if self.log_vars is not None and ck.log_vars is not None:
             self.log_vars.data.copy_(ck.log_vars)
         self.state, self.best_model = ck.state, ck.best_model
@@ -232,14 +258,15 @@ class Trainer:
         self._pending.append(torch.cat([total.detach().view(1), l2.detach().view(1), loss.task_losses,
                                         (rows_now > 0).to(loss.task_losses.dtype)]))
         self._pending_steps.append((self.state.step + 1, self.state.epoch))
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks; each rank's loss is its rows' share of the global-batch loss
         (total * ctx.world_size if ctx.enabled else total).backward()
         if cfg.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.params, cfg.grad_clip_norm)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            optimizer.step()
+            scheduler.step()
         self.state.step += 1
         self.state.rows_seen += rows
         if len(self._pending) >= cfg.finite_check_every_steps:

@@ -15,6 +15,7 @@ from camoe.model import (
     MultiTaskMoE,
     FeatureEmbedding,
     GroupedMLP,
+    GroupedNorm,
     ModelOutput,
     TaskGates,
     build_model,
@@ -340,3 +341,64 @@ def test_mmoe_has_no_cross_layers_and_shared_bottom_one_expert() -> None:
     assert build_model(tiny_model_config(name="mmoe", expert_type="dcn"), SPEC, 2).experts.cross is None
     sb = build_model(tiny_model_config(name="shared_bottom"), SPEC, 2)
     assert torch.equal(sb(*inputs(batch=3, seed=0)).gate_weights, torch.ones(3, 2, 1))
+
+
+# ----------------------------------------------------------------------------- GroupedNorm
+def test_batch_norm_per_group_matches_torch_batchnorm_in_training_and_eval(seeded: None) -> None:
+    norm = GroupedNorm("batch", num_groups=3, width=4)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    reference = [torch.nn.BatchNorm1d(4) for _ in range(3)]
+    for g, ref in enumerate(reference):
+        ref.weight.data.copy_(norm.weight[g, 0])
+        ref.bias.data.copy_(norm.bias[g, 0])
+    for _ in range(3):  # running statistics follow the same updates
+        x = torch.randn(3, 16, 4) * 3 + 1
+        out = norm(x)
+        for g, ref in enumerate(reference):
+            torch.testing.assert_close(out[g], ref(x[g]), rtol=1e-5, atol=1e-5)
+    norm.eval()
+    x = torch.randn(3, 5, 4)
+    for g, ref in enumerate(reference):
+        ref.eval()
+        torch.testing.assert_close(norm(x)[g], ref(x[g]), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_per_group_matches_layer_norm_with_each_groups_affine(seeded: None) -> None:
+    norm = GroupedNorm("layer", num_groups=2, width=6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 7, 6)
+    for g in range(2):
+        expected = torch.nn.functional.layer_norm(x[g], (6,), norm.weight[g, 0], norm.bias[g, 0])
+        torch.testing.assert_close(norm(x)[g], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer"])
+def test_norm_of_selected_groups_equals_those_groups_of_the_full_run(seeded: None, kind: str) -> None:
+    mlp = GroupedMLP(num_groups=4, in_dim=5, hidden=[6, 3], norm=kind)
+    mlp.train()
+    mlp(torch.randn(64, 5))  # move the running statistics off their initial values
+    mlp.eval()
+    x = torch.randn(9, 5)
+    index = torch.tensor([3, 1])
+    torch.testing.assert_close(mlp(x, index), mlp(x)[index])
+
+
+def test_norm_refuses_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="'batch' or 'layer'"):
+        GroupedNorm("group", 2, 3)
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer"])
+def test_model_with_norm_scores_one_row_like_a_batch_in_eval_mode(seeded: None, kind: str) -> None:
+    model = build_model(tiny_model_config(norm=kind), SPEC, num_tasks=2)
+    model.train()
+    model(*inputs(batch=32, seed=1))  # one training-mode pass updates the running statistics
+    model.eval()
+    cat, multi, dense = inputs(batch=6)
+    full = model(cat, multi, dense).logits
+    single = torch.cat([model(cat[i : i + 1], multi[i : i + 1], dense[i : i + 1]).logits for i in range(6)])
+    torch.testing.assert_close(single, full, rtol=1e-5, atol=1e-6)

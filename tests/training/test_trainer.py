@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 import camoe
 from camoe.config import deep_merge
@@ -26,14 +28,16 @@ def _config(**extra: object) -> camoe.RunConfig:
     return camoe.load_config(camoe.demo_config_path(), deep_merge(SMALL, extra))
 
 
-def test_resume_after_stop_is_bit_identical(synthetic_log: pd.DataFrame, tmp_path: Path) -> None:
-    cfg = _config()
+@pytest.mark.parametrize("extra", [{}, {"model": {"sparse_embeddings": True, "norm": "batch"},
+                                       "train": {"warmup_steps": 30}}], ids=["dense", "sparse_norm_warmup"])
+def test_resume_after_stop_is_bit_identical(synthetic_log: pd.DataFrame, tmp_path: Path, extra: dict) -> None:
+    cfg = _config(**extra)
     splits = camoe.split_frame(synthetic_log, cfg.data.split, cfg.schema.timestamp)
     full = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=tmp_path / "a.pt")
     expected = full.predict_proba(splits["test"])
 
     ck = tmp_path / "b.pt"
-    stopped = camoe.CTRPipeline(_config(train={"max_steps": 40})).fit(
+    stopped = camoe.CTRPipeline(_config(**deep_merge(extra, {"train": {"max_steps": 40}}))).fit(
         splits["train"], splits["valid"], checkpoint_path=ck)  # "killed" at step 40; checkpoint from step 39
     assert stopped.train_result_.steps == 40 and ck.is_file()
     resumed = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=ck, resume=True,
@@ -80,3 +84,51 @@ def test_max_steps_keeps_the_trained_weights_not_the_initial_ones(synthetic_log:
     pipe = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"])
     assert pipe.train_result_.steps == 7
     assert pipe.train_result_.history[-1]["step"] == 7 and pipe.train_result_.best_step == 7
+
+
+def test_sparse_embeddings_train_the_tables_with_lazy_adam(synthetic_log: pd.DataFrame) -> None:
+    cfg = _config(model={"sparse_embeddings": True}, train={"max_steps": 5})
+    splits = camoe.split_frame(synthetic_log, cfg.data.split, cfg.schema.timestamp)
+    before = camoe.CTRPipeline(_config(train={"max_steps": 1, "learning_rate": 1e-12})).fit(splits["train"])
+    pipe = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"])
+    table = pipe.model_.embedding.cat_table
+    assert table.sparse
+    moved = (table.weight - before.model_.embedding.cat_table.weight).abs().sum(1) > 0  # (rows,)
+    assert 0 < int(moved.sum()) < len(moved)  # looked-up rows moved; never-seen rows (e.g. the unknown id) did not
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_schedule() -> None:
+    from camoe.training import Trainer
+
+    cfg = _config(train={"warmup_steps": 4, "learning_rate": 0.01, "lr_schedule": "constant"})
+    model = torch.nn.Linear(2, 1)
+    trainer = Trainer(model, np.ones((1, 1)), ["t"], cfg.train)
+
+    class Data:
+        num_rows, format_rows, format_clicks = 1000, np.array([1000]), np.array([10])
+
+    trainer.build(Data())
+    rates = []
+    for _ in range(6):
+        rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+        trainer.optimizers[0].step()
+        trainer.schedulers[0].step()
+    assert rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_embedding_tables_get_their_own_learning_rate(sparse: bool) -> None:
+    from camoe.training import Trainer
+
+    cfg = _config(train={"learning_rate": 0.001, "embedding_learning_rate": 0.05}).train
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 2, sparse=sparse), torch.nn.Linear(2, 1))
+    trainer = Trainer(model, np.ones((1, 1)), ["t"], cfg)
+
+    class Data:
+        num_rows, format_rows, format_clicks = 1000, np.array([1000]), np.array([10])
+
+    trainer.build(Data())
+    rates = {id(p): g["lr"] for o in trainer.optimizers for g in o.param_groups for p in g["params"]}
+    assert rates[id(model[0].weight)] == pytest.approx(0.05)
+    assert rates[id(model[1].weight)] == pytest.approx(0.001)
+    assert len(trainer.optimizers) == (2 if sparse else 1)  # sparse tables: a lazy Adam of their own
