@@ -1,0 +1,164 @@
+"""The models a replay compares: a name, the ad formats it scores, and pCTR of candidate rows through the one
+``Scorer`` (``camoe.scoring``).
+
+``load_replay_model`` accepts
+
+* an artifact folder (``camoe train`` / ``camoe calibrate``): its scorer scores the formats of its task layout;
+* a folder of artifacts (e.g. one single-task model per format, as ``camoe experiment`` writes under
+  ``models/<format>/``): each candidate is scored by the artifact that knows its format. A format known to two
+  artifacts is refused (which one should score it is ambiguous).
+
+A candidate of a format no artifact knows is not scored: it cannot take part in that model's auction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from camoe.artifact import MANIFEST
+from camoe.pipeline import CTRPipeline
+from camoe.scoring import Scorer
+
+__all__ = ["ArtifactModel", "ReplayModel", "load_replay_model"]
+
+
+class ReplayModel(Protocol):
+    """What replay needs from a model."""
+
+    name: str
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """Ad formats the model scores."""
+        ...
+
+    @property
+    def columns(self) -> list[str]:
+        """Columns its scoring reads."""
+        ...
+
+    @property
+    def format_attributes(self) -> dict[str, dict[str, str]]:
+        """Format -> attributes (modality, content, slot) as the model's config declares them."""
+        ...
+
+    def score(self, rows: pd.DataFrame, source: str) -> np.ndarray:
+        """(N,) float64 pCTR of N rows whose formats are all in ``formats``."""
+        ...
+
+
+@dataclass
+class ArtifactModel:
+    """One or several camoe artifacts scored through their ``Scorer``.
+
+    Attributes:
+        name: the name shown in tables.
+        scorers: one scorer per artifact.
+        paths: the artifact folders.
+        calibrated: whether post-hoc calibration is applied (when an artifact has one).
+        has_calibration: whether any artifact holds a calibration map.
+    """
+
+    name: str
+    scorers: list[Scorer]
+    paths: list[Path]
+    calibrated: bool = True
+    has_calibration: bool = False
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owner: dict[str, int] = {}
+        for i, scorer in enumerate(self.scorers):
+            for fmt in scorer.layout.formats:
+                if fmt in owner:
+                    raise ValueError(f"model '{self.name}': format '{fmt}' is scored by both {self.paths[owner[fmt]]} "
+                                     f"and {self.paths[i]}; give one artifact per format")
+                owner[fmt] = i
+        self._owner = owner
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(self._owner)
+
+    @property
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for scorer in self.scorers:
+            cols += scorer.rows.columns(labels=False)
+        return list(dict.fromkeys(cols))
+
+    @property
+    def format_attributes(self) -> dict[str, dict[str, str]]:
+        return dict(self.attributes)
+
+    def score(self, rows: pd.DataFrame, source: str) -> np.ndarray:
+        """(N,) pCTR; each row by the artifact that knows its format (``Scorer.score``, calibrated when set)."""
+        if len(self.scorers) == 1:
+            return self.scorers[0].score(rows, source).pctr
+        fmt_col = self.scorers[0].schema.format
+        owner = pd.Series(rows[fmt_col]).astype(str).map(self._owner).to_numpy()
+        pctr = np.full(len(rows), np.nan)
+        for i, scorer in enumerate(self.scorers):
+            sel = owner == i
+            if sel.any():
+                pctr[sel] = scorer.score(rows.loc[sel], f"{source} ({self.paths[i]})").pctr
+        return pctr
+
+
+def _artifact_folders(path: Path) -> list[Path]:
+    if (path / MANIFEST).is_file():
+        return [path]
+    subs = sorted(p for p in path.iterdir() if p.is_dir() and (p / MANIFEST).is_file()) if path.is_dir() else []
+    if not subs:
+        raise FileNotFoundError(f"--model {path}: not an artifact folder (no {MANIFEST}) and holds no artifact "
+                                f"folders")
+    return subs
+
+
+def load_replay_model(
+    path: str | Path, name: str | None = None, backend: str = "onnx", calibrated: bool = True,
+    threads: int | None = None,
+) -> ArtifactModel:
+    """Load an artifact (or a folder of per-format artifacts) as a replay model.
+
+    Args:
+        path: artifact folder, or a folder whose sub-folders are artifacts.
+        name: display name (default: the folder name, plus " (uncalibrated)" when ``calibrated`` is False and an
+            artifact holds a calibration).
+        backend: ``onnx`` (ONNX Runtime, the fast path) or ``torch``.
+        calibrated: apply the artifacts' post-hoc calibration (``camoe calibrate``) when they hold one.
+        threads: intra-op threads per scoring call (None: the backend's default).
+
+    Raises:
+        FileNotFoundError: no artifact at ``path``.
+        ArtifactError: an artifact is damaged.
+        ValueError: two artifacts score the same format.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"--model {root}: no such folder")
+    folders = _artifact_folders(root)
+    pipes = [CTRPipeline.load(f) for f in folders]
+    has_cal = any(p.calibration_ is not None for p in pipes)
+    label = name or root.name
+    if not calibrated and has_cal and name is None:
+        label = f"{label} (uncalibrated)"
+    attributes: dict[str, dict[str, Any]] = {}
+    for pipe in pipes:
+        attributes.update({f: dict(a) for f, a in (pipe.format_attributes_ or {}).items()})
+    scorers = [p.scorer(backend, threads=threads, calibrated=calibrated) for p in pipes]
+    return ArtifactModel(label, scorers, folders, calibrated and has_cal, has_cal, attributes)
+
+
+def distinct_names(models: Sequence[ReplayModel]) -> None:
+    """Refuse two models with one name (tables and lifts are keyed by name)."""
+    names = [m.name for m in models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"two models are named {dupes}; name them with --model NAME=PATH")
