@@ -63,8 +63,8 @@ class ReplayResult:
         groups: H (level, name) pairs: ("format", f) ..., (group level, g) ..., ("all", "all").
         policies: the logged policy then the models, in order; baseline: the policy lifts are measured against.
         metrics: policy -> metric -> {"value", "lo", "hi"}: (H,) arrays (``policy_metrics`` names).
-        lifts: policy -> metric -> {"value", "lo", "hi"}: (H,) relative change over the baseline (paired
-            bootstrap CI); the baseline itself has none.
+        lifts: model -> metric -> {"value", "lo", "hi"}: (H,) relative change over the baseline (paired
+            bootstrap CI); neither the baseline nor (when the baseline is a model) the logged policy has one.
         diagnostics: policy -> counts (requests without a known format, candidates scored, support violations,
             seconds scoring).
         has_truth: the log has ``p_true``; has_propensity: it has ``propensity`` (estimates are defined).
@@ -454,7 +454,7 @@ def replay(
             metrics[p][key] = {"value": point[key][0], "lo": lo, "hi": hi}
     lifts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for p in names:
-        if p == baseline:
+        if p == baseline or (p == LOGGED and baseline != LOGGED):  # lifts of models; the logged policy is reported
             continue
         lifts[p] = {}
         for key in _LIFT_METRICS:

@@ -111,7 +111,7 @@ class AuctionLogConfig:
     policy_model: str | None = None
     noise_sigma: float = 0.5
     exploration: Literal["softmax", "epsilon"] = "softmax"
-    temperature: float = 0.5
+    temperature: float = 1.0
     epsilon: float = 0.2
     pricing: Literal["second", "first"] = "second"
     reserve: float = 0.0

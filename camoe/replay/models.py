@@ -25,7 +25,7 @@ from camoe.artifact import MANIFEST
 from camoe.pipeline import CTRPipeline
 from camoe.scoring import Scorer
 
-__all__ = ["ArtifactModel", "ReplayModel", "load_replay_model"]
+__all__ = ["ArtifactModel", "ReplayModel", "distinct_names", "load_replay_model"]
 
 
 class ReplayModel(Protocol):
@@ -63,6 +63,8 @@ class ArtifactModel:
         paths: the artifact folders.
         calibrated: whether post-hoc calibration is applied (when an artifact has one).
         has_calibration: whether any artifact holds a calibration map.
+        attributes: format -> attributes (modality, content, slot) from the artifacts' task layouts.
+        config: the first artifact's run config.
     """
 
     name: str
@@ -71,6 +73,7 @@ class ArtifactModel:
     calibrated: bool = True
     has_calibration: bool = False
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    config: Any = None  # the first artifact's RunConfig (its data split selects Open Bandit test rows)
 
     def __post_init__(self) -> None:
         owner: dict[str, int] = {}
@@ -153,7 +156,7 @@ def load_replay_model(
     for pipe in pipes:
         attributes.update({f: dict(a) for f, a in (pipe.format_attributes_ or {}).items()})
     scorers = [p.scorer(backend, threads=threads, calibrated=calibrated) for p in pipes]
-    return ArtifactModel(label, scorers, folders, calibrated and has_cal, has_cal, attributes)
+    return ArtifactModel(label, scorers, folders, calibrated and has_cal, has_cal, attributes, pipes[0].config)
 
 
 def distinct_names(models: Sequence[ReplayModel]) -> None:
