@@ -60,7 +60,7 @@ class ReplayResult:
     Attributes:
         log: the log's name.
         requests: R requests; candidates: N candidate rows.
-        groups: H (level, name) pairs: ("format", f) ..., (group level, g) ..., ("all", "all").
+        groups: H (level, name) pairs: ("format", f) ..., (group level, g) ..., ("total", "total") = every request.
         policies: the logged policy then the models, in order; baseline: the policy lifts are measured against.
         metrics: policy -> metric -> {"value", "lo", "hi"}: (H,) arrays (``policy_metrics`` names).
         lifts: model -> metric -> {"value", "lo", "hi"}: (H,) relative change over the baseline (paired
@@ -90,17 +90,17 @@ class ReplayResult:
     notes: list[str] = field(default_factory=list)
 
     def group_index(self, name: str, level: str | None = None) -> int:
-        """Index of a group by name (e.g. "audio", "video_takeover", "all")."""
+        """Index of a group by name (e.g. "audio", "video_takeover", "total")."""
         for i, (lv, g) in enumerate(self.groups):
             if g == name and (level is None or lv == level):
                 return i
         raise KeyError(f"no group '{name}'; groups: {[g for _, g in self.groups]}")
 
-    def value(self, policy: str, metric: str, group: str = "all") -> float:
+    def value(self, policy: str, metric: str, group: str = "total") -> float:
         """Point value of one metric of one policy in one group."""
         return float(self.metrics[policy][metric]["value"][self.group_index(group)])
 
-    def interval(self, policy: str, metric: str, group: str = "all", lift: bool = False) -> tuple[float, float, float]:
+    def interval(self, policy: str, metric: str, group: str = "total", lift: bool = False) -> tuple[float, float, float]:
         """(value, lo, hi) of a metric (or of its lift over the baseline with ``lift``)."""
         table = self.lifts if lift else self.metrics
         entry, i = table[policy][metric], self.group_index(group)
@@ -285,8 +285,16 @@ def _check(frame: pd.DataFrame, first_row: int, source: str, has_prop: bool, has
     return _Checked(starts, shown_row, click[shown_row], prop, p_rows, prop_rows, price, bid)
 
 
+def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b − 1, NaN where b is 0 or either is not finite."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = a / np.where(b != 0, b, np.nan) - 1.0
+    return np.where(np.isfinite(out), out, np.nan)
+
+
 def _aggregate(formats: list[str], group_of: dict[str, str], level: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """(H, K + 1) 0/1 matrix from the K formats (+ unfilled) to formats, groups and all, and the H group labels."""
+    """(H, K + 1) 0/1 matrix from the K formats (+ unfilled) to formats, groups and the total (every request), and
+    the H (level, name) labels."""
     k = len(formats)
     values = sorted({group_of[f] for f in formats if f in group_of})
     rows = [np.eye(1, k + 1, i)[0] for i in range(k)]
@@ -295,7 +303,7 @@ def _aggregate(formats: list[str], group_of: dict[str, str], level: str) -> tupl
         rows.append(np.array([1.0 if group_of.get(f) == value else 0.0 for f in formats] + [0.0]))
         labels.append((level, value))
     rows.append(np.ones(k + 1))
-    labels.append(("all", "all"))
+    labels.append(("total", "total"))
     return np.array(rows), labels
 
 
@@ -458,9 +466,8 @@ def replay(
             continue
         lifts[p] = {}
         for key in _LIFT_METRICS:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                value = metrics[p][key]["value"] / metrics[baseline][key]["value"] - 1.0
-                reps = boots[p][key] / boots[baseline][key] - 1.0
+            value = _relative(metrics[p][key]["value"], metrics[baseline][key]["value"])
+            reps = _relative(boots[p][key], boots[baseline][key])
             lo, hi = percentile_ci(reps, level)
             lifts[p][key] = {"value": value, "lo": lo, "hi": hi}
 
@@ -478,7 +485,7 @@ def replay(
         if has_prop:
             ess = metrics[m.name]["ess"]["value"]
             wins = metrics[m.name]["wins"]["value"]
-            low = [f"{g} (ESS {e:,.0f})" for (_, g), e, n in zip(groups, ess, wins) if n > 0 and not e >= ess_min]
+            low = [f"{g} (ESS {e:,.0f})" for (_, g), e, n in zip(groups, ess, wins) if n > 0 and e < ess_min]
             if low:
                 notes.append(f"model '{m.name}': effective sample size below {ess_min:g} in {', '.join(low)}: the "
                              f"IPS / SNIPS / DR estimates there cannot be trusted")

@@ -180,8 +180,9 @@ def policy_metrics(sums: np.ndarray, aggregate: np.ndarray) -> dict[str, np.ndar
 
     requests = col("requests")[..., -1:]  # (..., 1) every request
     wins = col("wins")
-    out = {"wins": wins, "win_share": ratio(wins, requests), "matches": col("matches"),
-           "ess": ratio(col("weight") ** 2, col("weight_sq"))}
+    ess = np.where(col("weight_sq") > 0, ratio(col("weight") ** 2, col("weight_sq")),
+                   np.where(np.isnan(col("weight_sq")), np.nan, 0.0))  # no matched request: ESS 0
+    out = {"wins": wins, "win_share": ratio(wins, requests), "matches": col("matches"), "ess": ess}
     snips_ctr = ratio(col("ips_clicks"), col("weight"))
     clicks = {"truth": col("true_clicks"), "ips": col("ips_clicks"), "snips": wins * snips_ctr,
               "dr": col("dr_clicks")}

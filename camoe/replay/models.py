@@ -4,9 +4,10 @@
 ``load_replay_model`` accepts
 
 * an artifact folder (``camoe train`` / ``camoe calibrate``): its scorer scores the formats of its task layout;
-* a folder of artifacts (e.g. one single-task model per format, as ``camoe experiment`` writes under
-  ``models/<format>/``): each candidate is scored by the artifact that knows its format. A format known to two
-  artifacts is refused (which one should score it is ambiguous).
+* a folder of artifacts named after ad formats (one single-task model per format, as ``camoe experiment`` writes
+  under ``models/<format>/``): each candidate is scored by the artifact named after its format. (Such an artifact's
+  task layout usually lists every format of its config, since a single-task model can score any of them; the
+  folder name says which one it was trained for.)
 
 A candidate of a format no artifact knows is not scored: it cannot take part in that model's auction.
 """
@@ -61,6 +62,7 @@ class ArtifactModel:
         name: the name shown in tables.
         scorers: one scorer per artifact.
         paths: the artifact folders.
+        owned: the formats each scorer scores (default: every format of its task layout).
         calibrated: whether post-hoc calibration is applied (when an artifact has one).
         has_calibration: whether any artifact holds a calibration map.
         attributes: format -> attributes (modality, content, slot) from the artifacts' task layouts.
@@ -74,11 +76,13 @@ class ArtifactModel:
     has_calibration: bool = False
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
     config: Any = None  # the first artifact's RunConfig (its data split selects Open Bandit test rows)
+    owned: list[tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         owner: dict[str, int] = {}
-        for i, scorer in enumerate(self.scorers):
-            for fmt in scorer.layout.formats:
+        owned = self.owned or [tuple(s.layout.formats) for s in self.scorers]
+        for i, formats in enumerate(owned):
+            for fmt in formats:
                 if fmt in owner:
                     raise ValueError(f"model '{self.name}': format '{fmt}' is scored by both {self.paths[owner[fmt]]} "
                                      f"and {self.paths[i]}; give one artifact per format")
@@ -141,13 +145,22 @@ def load_replay_model(
     Raises:
         FileNotFoundError: no artifact at ``path``.
         ArtifactError: an artifact is damaged.
-        ValueError: two artifacts score the same format.
+        ValueError: a folder of artifacts whose sub-folder is not named after one of its model's formats.
     """
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"--model {root}: no such folder")
     folders = _artifact_folders(root)
     pipes = [CTRPipeline.load(f) for f in folders]
+    owned = None
+    if folders != [root]:  # one artifact per format, named after it
+        owned = []
+        for folder, pipe in zip(folders, pipes):
+            if folder.name not in pipe.layout_.formats:  # type: ignore[union-attr]
+                raise ValueError(f"--model {root}: a folder of artifacts holds one artifact per ad format, named after "
+                                 f"the format (as camoe experiment writes models/<format>/); '{folder.name}' is none "
+                                 f"of its model's formats {list(pipe.layout_.formats)}")  # type: ignore[union-attr]
+            owned.append((folder.name,))
     has_cal = any(p.calibration_ is not None for p in pipes)
     label = name or root.name
     if not calibrated and has_cal and name is None:
@@ -156,7 +169,8 @@ def load_replay_model(
     for pipe in pipes:
         attributes.update({f: dict(a) for f, a in (pipe.format_attributes_ or {}).items()})
     scorers = [p.scorer(backend, threads=threads, calibrated=calibrated) for p in pipes]
-    return ArtifactModel(label, scorers, folders, calibrated and has_cal, has_cal, attributes, pipes[0].config)
+    return ArtifactModel(label, scorers, folders, calibrated and has_cal, has_cal, attributes, pipes[0].config,
+                         owned)
 
 
 def distinct_names(models: Sequence[ReplayModel]) -> None:

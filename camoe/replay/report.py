@@ -59,7 +59,7 @@ def policy_table(result: ReplayResult, policy: str) -> pd.DataFrame:
     logged = policy == LOGGED
     for i, (level, name) in enumerate(result.groups):
         m = result.metrics[policy]
-        row: dict[str, str] = {"group": name if level == "format" else f"{name} ({level})" if level != "all" else "all",
+        row: dict[str, str] = {"group": name if level in ("format", "total") else f"{name} ({level})",
                                "wins": f"{m['wins']['value'][i]:,.0f}", "share": _pct(m["win_share"]["value"][i])}
         if result.has_truth:
             row["CTR true"] = _ci(result, policy, "truth_ctr", i, ctr)
@@ -100,10 +100,10 @@ def format_tables(result: ReplayResult) -> str:
 
 
 def _groups_in_order(result: ReplayResult) -> list[int]:
-    """Second-level groups (e.g. modalities), then formats, then all."""
-    order = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "all")]
+    """Second-level groups (e.g. modalities), then formats, then the total."""
+    order = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "total")]
     order += [i for i, (lv, _) in enumerate(result.groups) if lv == "format"]
-    return order + [i for i, (lv, _) in enumerate(result.groups) if lv == "all"]
+    return order + [i for i, (lv, _) in enumerate(result.groups) if lv == "total"]
 
 
 def lift_table(result: ReplayResult, policy: str) -> pd.DataFrame:
@@ -125,8 +125,8 @@ def paper_form(result: ReplayResult, policy: str, estimate: str = "truth") -> st
     """One line in the paper's form: "audio CTR +x% [lo, hi], audio eCPC −y% [lo, hi]; video ..." over the
     second-level groups (modalities), from ``truth`` or ``dr``."""
     pct = lambda x: _pct(x, signed=True)  # noqa: E731
-    groups = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "all")] or \
-        [i for i, (lv, _) in enumerate(result.groups) if lv == "all"]
+    groups = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "total")] or \
+        [i for i, (lv, _) in enumerate(result.groups) if lv == "total"]
     parts = []
     for i in groups:
         g = result.groups[i][1]
@@ -152,8 +152,13 @@ def format_lifts(result: ReplayResult) -> str:
 
 # ---------------------------------------------------------------------------------------------------- charts
 def _order(result: ReplayResult) -> list[int]:
-    groups = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "all")]
+    groups = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "total")]
     return groups + [i for i, (lv, _) in enumerate(result.groups) if lv == "format"]
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Non-finite values as 0 (bars and whiskers of undefined values are not drawn)."""
+    return np.where(np.isfinite(x), x, 0.0)
 
 
 def _bars(ax: Any, result: ReplayResult, policy: str, metric: str, order: list[int], title: str) -> None:
@@ -170,10 +175,10 @@ def _bars(ax: Any, result: ReplayResult, policy: str, metric: str, order: list[i
         v = 100 * np.asarray(entry["value"], dtype=float)[order]
         lo = 100 * np.asarray(entry["lo"], dtype=float)[order]
         hi = 100 * np.asarray(entry["hi"], dtype=float)[order]
-        err = np.vstack([np.where(np.isfinite(lo), v - lo, 0), np.where(np.isfinite(hi), hi - v, 0)])
+        err = np.clip(_finite(np.vstack([v - lo, hi - v])), 0, None)  # (2, groups)
         pos = y + (s - (len(series) - 1) / 2) * height
-        ax.barh(pos, np.nan_to_num(v), height=height * 0.95, color=color, alpha=alpha, label=label,
-                xerr=np.clip(np.nan_to_num(err), 0, None), error_kw={"elinewidth": 0.8, "capsize": 2})
+        ax.barh(pos, _finite(v), height=height * 0.95, color=color, alpha=alpha, label=label, xerr=err,
+                error_kw={"elinewidth": 0.8, "capsize": 2})
         span += [v, lo, hi] if key.startswith("truth") or not result.has_truth else [v]
     values = np.concatenate(span) if span else np.zeros(1)
     values = values[np.isfinite(values)]
@@ -218,13 +223,13 @@ def plot_ctr(result: ReplayResult, path: Path) -> Path:
         pos = x + (p - (len(policies) - 1) / 2) * width
         m = result.metrics[policy]
         if result.has_truth:
-            ax.bar(pos, 100 * np.nan_to_num(np.asarray(m["truth_ctr"]["value"], float)[order]), width * 0.95,
+            ax.bar(pos, 100 * _finite(np.asarray(m["truth_ctr"]["value"], float)[order]), width * 0.95,
                    color=colors(p), alpha=0.75, label=f"{policy} (true)")
         if result.has_propensity or policy == LOGGED:
             v = 100 * np.asarray(m["dr_ctr"]["value"], float)[order]
             lo = 100 * np.asarray(m["dr_ctr"]["lo"], float)[order]
             hi = 100 * np.asarray(m["dr_ctr"]["hi"], float)[order]
-            err = np.clip(np.nan_to_num(np.vstack([v - lo, hi - v])), 0, None)
+            err = np.clip(_finite(np.vstack([v - lo, hi - v])), 0, None)
             ax.errorbar(pos, v, yerr=err, fmt="o", ms=3, color="black" if result.has_truth else colors(p), lw=0.8,
                         capsize=2, label=None if result.has_truth and p else
                         ("observed / DR estimate" if result.has_truth else f"{policy} (DR / observed)"))
@@ -274,8 +279,8 @@ def plot_calibration(result: ReplayResult, pairs: Sequence[tuple[str, str]], pat
                 entry = result.metrics[policy][metric]
                 v = np.asarray(entry["value"], float)[order]
                 lo, hi = np.asarray(entry["lo"], float)[order], np.asarray(entry["hi"], float)[order]
-                err = np.clip(np.nan_to_num(np.vstack([v - lo, hi - v])), 0, None)
-                ax.bar(x + (s - 0.5) * 0.4, np.nan_to_num(v), 0.38, color=color, label=label, yerr=err,
+                err = np.clip(_finite(np.vstack([v - lo, hi - v])), 0, None)
+                ax.bar(x + (s - 0.5) * 0.4, _finite(v), 0.38, color=color, label=label, yerr=err,
                        error_kw={"elinewidth": 0.8, "capsize": 2})
             ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
             ax.set_title(f"{cal}: {title} per group ({'true' if est == 'truth' else 'DR'})", fontsize=9)
