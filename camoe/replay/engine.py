@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -320,6 +322,7 @@ def replay(
     group_by: str = "modality",
     ess_min: float = 100.0,
     batch_rows: int = 1 << 20,
+    workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Replay a logged auction with every model; see the module docstring.
@@ -337,7 +340,9 @@ def replay(
         group_by: the format attribute of the second grouping level (a log column, e.g. ``modality``; else taken
             from the models' format attributes; absent: formats and all only).
         ess_min: warn when a group's effective sample size is below this.
-        batch_rows: rows per record batch read (memory bound).
+        batch_rows: rows per record batch read (memory bound: about ``workers`` + 1 chunks are held at once).
+        workers: threads scoring chunks (2 overlaps one chunk's encoding with another's forward pass on two
+            cores; 1 scores in the calling thread). Results do not depend on it.
         progress: called with (candidate rows done, candidate rows) after each chunk.
 
     Returns:
@@ -411,27 +416,31 @@ def replay(
                                    + [c for c, ok in (("propensity", has_prop), ("p_true", has_truth),
                                                       ("price", has_price)) if ok] + feature_cols))
     requests = candidates = 0
-    for chunk_no, (first_row, frame) in enumerate(_request_chunks(source, read_cols)):
-        chk = _check(frame, first_row, name, has_prop, has_truth, has_price)
+
+    def score(m: ReplayModel, frame: pd.DataFrame, ok: np.ndarray) -> tuple[np.ndarray, float]:
+        """(N,) pCTR (NaN where the model does not know the format) and the seconds it took."""
+        t0 = time.perf_counter()
+        pctr = np.full(len(frame), np.nan)
+        if ok.all():
+            pctr = np.asarray(m.score(frame, name), dtype=np.float64)
+        elif ok.any():
+            pctr[ok] = m.score(frame.loc[ok], name)
+        return pctr, time.perf_counter() - t0
+
+    def measure(chunk_no: int, frame: pd.DataFrame, chk: _Checked, fmt: np.ndarray, scored: list[Any]) -> None:
+        """Auctions and sums of one chunk, in chunk order (the sums and bootstrap weights do not depend on timing)."""
         r = len(chk.starts)
-        fmt = _codes(frame["format"], formats)  # (N,)
-        fmt = np.where(fmt >= 0, fmt, k)
         weights = bootstrap_weights(bootstrap, r, [seed, chunk_no]) if bootstrap else None
         ones = np.ones(r, dtype=bool)
         p_shown = chk.p_true_rows[chk.shown_row] if chk.p_true_rows is not None else None
         sums[LOGGED].add(fmt[chk.shown_row],
                          request_terms(ones, ones, np.ones(r), chk.click, chk.click, chk.price, p_shown), weights)
         prop = chk.propensity if chk.propensity is not None else np.full(r, np.nan)
-        for m in models:
-            t0 = time.perf_counter()
+        for m, job in zip(models, scored):
+            pctr, seconds = job.result() if isinstance(job, Future) else job
             ok = known[m.name][fmt]  # (N,)
-            pctr = np.full(len(frame), np.nan)
-            if ok.all():
-                pctr = np.asarray(m.score(frame, name), dtype=np.float64)
-            elif ok.any():
-                pctr[ok] = m.score(frame.loc[ok], name)
             d = diag[m.name]
-            d["scoring_seconds"] += time.perf_counter() - t0
+            d["scoring_seconds"] += seconds
             d["candidates_scored"] += int(ok.sum())
             d["requests_without_known_format"] += int((np.add.reduceat(ok.astype(np.int64), chk.starts) == 0).sum())
             out = run_auction(chk.starts, chk.bid, pctr, reserve, pricing)
@@ -442,10 +451,36 @@ def replay(
             terms = request_terms(filled, filled & (w == chk.shown_row), prop, chk.click, pctr[w], out.price,
                                   chk.p_true_rows[w] if chk.p_true_rows is not None else None)
             sums[m.name].add(np.where(filled, fmt[w], k), terms, weights)
-        requests += r
-        candidates += len(frame)
-        if progress is not None:
-            progress(candidates, total_rows)
+
+    # scoring runs in ``workers`` threads (ONNX Runtime and most of the encoding release the GIL), so reading,
+    # encoding and the forward pass of consecutive chunks overlap; everything else stays in chunk order
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    pending: deque[tuple[int, pd.DataFrame, _Checked, np.ndarray, list[Any]]] = deque()
+    try:
+        for chunk_no, (first_row, frame) in enumerate(_request_chunks(source, read_cols)):
+            chk = _check(frame, first_row, name, has_prop, has_truth, has_price)
+            fmt = _codes(frame["format"], formats)  # (N,)
+            fmt = np.where(fmt >= 0, fmt, k)
+            jobs: list[Any] = [pool.submit(score, m, frame, known[m.name][fmt]) if pool else
+                               score(m, frame, known[m.name][fmt]) for m in models]
+            pending.append((chunk_no, frame, chk, fmt, jobs))
+            while len(pending) > max(workers - 1, 0):
+                done = pending.popleft()
+                measure(*done)
+                requests += len(done[2].starts)
+                candidates += len(done[1])
+                if progress is not None:
+                    progress(candidates, total_rows)
+        while pending:
+            done = pending.popleft()
+            measure(*done)
+            requests += len(done[2].starts)
+            candidates += len(done[1])
+            if progress is not None:
+                progress(candidates, total_rows)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if requests == 0:
         raise ValueError(f"{name}: the log has no rows")
 
