@@ -167,17 +167,13 @@ def _request_chunks(source: RowSource, columns: list[str]) -> Any:
     """(first row number, frame) of whole requests: a request cut by a record batch waits for the next batch."""
     tail = pd.DataFrame()
     row = 0
-    last_id: Any = None
     for chunk in source.chunks(columns):
-        chunk = chunk.reset_index(drop=True)
-        ids = chunk["request_id"].to_numpy()
-        if len(ids) and last_id is not None and ids[0] < last_id:
-            raise ValueError(f"{source.name}: column 'request_id' is not sorted: row {row + len(tail) + 1} has request "
-                             f"{ids[0]} after request {last_id}; sort the log by request_id")
-        if len(ids):
-            last_id = ids[-1]
-        frame = _concat(tail, chunk)
+        frame = _concat(tail, chunk.reset_index(drop=True))  # the tail holds the previous chunk's last request
         ids = frame["request_id"].to_numpy()
+        missing = np.flatnonzero(pd.isna(ids))
+        if len(missing):
+            raise ValueError(f"{source.name}: column 'request_id' is empty in rows "
+                             f"{', '.join(str(row + int(i) + 1) for i in missing[:5])}; every candidate needs its request")
         down = np.flatnonzero(ids[1:] < ids[:-1]) if len(ids) > 1 else np.zeros(0, dtype=np.int64)
         if len(down):
             bad = int(down[0]) + 1

@@ -146,3 +146,10 @@ def test_duplicate_model_names_and_unknown_baseline_are_refused(five_request_log
         replay(five_request_log, [make_model("m"), make_model("m")])
     with pytest.raises(ValueError, match="baseline 'z' is none of the policies"):
         replay(five_request_log, [make_model("m")], baseline="z")
+
+
+def test_a_missing_request_id_is_refused_naming_the_row(five_request_log, column_model) -> None:
+    log = five_request_log.astype({"request_id": "float64"})
+    log.loc[6, "request_id"] = np.nan
+    with pytest.raises(ValueError, match=r"'request_id' is empty in rows 7"):
+        replay(log, [column_model])
