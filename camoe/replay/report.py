@@ -130,8 +130,10 @@ def paper_form(result: ReplayResult, policy: str, estimate: str = "truth") -> st
     parts = []
     for i in groups:
         g = result.groups[i][1]
-        parts.append(f"{g} CTR {_ci(result, policy, f'{estimate}_ctr', i, pct, lift=True)}, "
-                     f"{g} eCPC {_ci(result, policy, f'{estimate}_ecpc', i, pct, lift=True)}")
+        part = f"{g} CTR {_ci(result, policy, f'{estimate}_ctr', i, pct, lift=True)}"
+        if np.isfinite(result.lifts[policy][f"{estimate}_ecpc"]["value"][i]):  # no spend without prices
+            part += f", {g} eCPC {_ci(result, policy, f'{estimate}_ecpc', i, pct, lift=True)}"
+        parts.append(part)
     return "; ".join(parts)
 
 

@@ -57,7 +57,7 @@ def test_generate_auctions_then_replay_two_models_prints_tables_and_writes_json_
     text = capsys.readouterr().out
     assert code == 0
     assert "candidates scored per second" in text and "model camoe" in text and "logged policy" in text
-    assert "lift of camoe over pooled" in text and "audio CTR" in text and "video eCPC" in text
+    assert "lift of camoe over pooled" in text and "audio CTR" in text and "audio eCPC" in text
     data = json.loads((out / "replay.json").read_text())
     assert data["policies"] == [LOGGED, "pooled", "camoe"] and data["baseline"] == "pooled"
     assert data["requests"] == 1500 and data["candidates"] == 9000 and data["has_truth"] and data["has_propensity"]
@@ -160,3 +160,20 @@ def test_open_bandit_replay_of_a_model_on_both_behavior_logs(tmp_path, capsys) -
         observed = data["metrics"][LOGGED]["dr_ctr"]["total"]["value"]
         assert 0 < observed < 0.02  # the logged CTR of the test rows (about 0.5%)
         assert data["metrics"]["obd"]["dr_ctr"]["total"]["value"] is not None
+
+
+def test_a_model_as_the_logging_policy_writes_its_pctr_and_propensities(artifacts) -> None:
+    import pyarrow.parquet as pq
+
+    out = artifacts["root"] / "auctions_model_policy"
+    assert main(["generate", "--auctions", "300", "--candidates", "4", "--rows", str(WORLD["rows"]), "--seed", "0",
+                 "--logging-model", str(artifacts["pooled"]), "--exploration", "epsilon", "--epsilon", "0.4",
+                 "--output", str(out), "--no-progress"]) == 0
+    log = pq.read_table(out / "auctions.parquet").to_pandas()
+    pctr = camoe.CTRPipeline.load(artifacts["pooled"]).scorer("onnx").score(log).pctr
+    np.testing.assert_allclose(log["policy_pctr"], pctr, rtol=1e-6)
+    # epsilon-greedy over eCPM = 1000 · bid · pCTR: the top candidate gets 1 − ε + ε/K, the others ε/K
+    top = log.assign(e=log["bid"] * log["policy_pctr"]).groupby("request_id")["e"].transform("max") == \
+        log["bid"] * log["policy_pctr"]
+    np.testing.assert_allclose(log.loc[top, "propensity"], 0.6 + 0.1)
+    np.testing.assert_allclose(log.loc[~top, "propensity"], 0.1)
