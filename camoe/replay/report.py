@@ -154,8 +154,7 @@ def format_lifts(result: ReplayResult) -> str:
 
 # ---------------------------------------------------------------------------------------------------- charts
 def _order(result: ReplayResult) -> list[int]:
-    groups = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "total")]
-    return groups + [i for i, (lv, _) in enumerate(result.groups) if lv == "format"]
+    return _groups_in_order(result)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -201,12 +200,16 @@ def _bars(ax: Any, result: ReplayResult, policy: str, metric: str, order: list[i
 def plot_lifts(result: ReplayResult, policy: str, path: Path) -> Path:
     """PNG: CTR lift and eCPC change of ``policy`` over the baseline per group, with CIs."""
     order = _order(result)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(order) + 1.6), sharey=True)
-    _bars(axes[0], result, policy, "ctr", order, "CTR lift")
-    _bars(axes[1], result, policy, "ecpc", order, "eCPC change")
-    _bars(axes[2], result, policy, "revenue_per_1k", order, "revenue per 1,000 requests, change")
-    fig.suptitle(f"{policy} vs {result.baseline} ({100 * result.settings['level']:.0f}% CIs, paired bootstrap over "
-                 f"{result.requests:,} requests; CIs wider than the axis run off it)", fontsize=10)
+    panels = [(m, t) for m, t in (("ctr", "CTR lift"), ("ecpc", "eCPC change"),
+                                  ("revenue_per_1k", "revenue per 1,000 requests, change"))
+              if any(np.isfinite(result.lifts[policy][f"{e}_{m}"]["value"]).any() for e in ("truth", "dr"))]
+    panels = panels or [("ctr", "CTR lift")]  # a log without prices has no spend: CTR only
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.7 * len(panels) + 0.8, 0.45 * len(order) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, (metric, title) in zip(axes[0], panels):
+        _bars(ax, result, policy, metric, order, title)
+    fig.suptitle(f"{policy} vs {result.baseline}\n({100 * result.settings['level']:.0f}% CIs, paired bootstrap over "
+                 f"{result.requests:,} requests; CIs wider than the axis run off it)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -237,7 +240,8 @@ def plot_ctr(result: ReplayResult, path: Path) -> Path:
                         ("observed / DR estimate" if result.has_truth else f"{policy} (DR / observed)"))
     ax.set_xticks(x, [result.groups[i][1] for i in order], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("CTR (%)", fontsize=8)
-    ax.set_title("CTR per group: true (bars) and estimated from the logged clicks (dots, CI)", fontsize=9)
+    ax.set_title("CTR per group: true (bars) and estimated from the logged clicks (dots, CI)" if result.has_truth
+                 else "CTR per group: observed (logged policy) and DR estimates (models), with CIs", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
