@@ -62,7 +62,7 @@ def train_all(frame: pd.DataFrame, out: Path, log) -> dict[str, Path]:
     for name, over in specs.items():
         if not (dirs[name] / "manifest.json").is_file():
             t0 = time.perf_counter()
-            pipe, metrics = camoe.train_and_evaluate(_config(dirs[name], **over), frame=frame, output_dir=dirs[name])
+            pipe, _ = camoe.train_and_evaluate(_config(dirs[name], **over), frame=frame, output_dir=dirs[name])
             log(f"trained {name} in {time.perf_counter() - t0:.0f} s ({pipe.train_result_.rows_per_s:,.0f} rows/s)")
     # one model per format: the demo config's split of the whole log, then each format's rows (the same rows the
     # pooled model trained on, per format)
@@ -84,8 +84,8 @@ def train_all(frame: pd.DataFrame, out: Path, log) -> dict[str, Path]:
 def offline_metrics(dirs: dict[str, Path], test: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
     """AUC-PR and calibration ratio vs the truth (Σ pCTR / Σ p_true) per modality on the test split."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for name in dirs:
-        model = load_replay_model(dirs[name], name)
+    for name, folder in dirs.items():
+        model = load_replay_model(folder, name)
         pctr = model.score(test, "test")
         from sklearn.metrics import average_precision_score
 
@@ -104,8 +104,8 @@ def auction_calibration(dirs: dict[str, Path], log_path: Path, requests: int) ->
     fmt = table["format"].astype(str).to_numpy()
     ids = table["request_id"].to_numpy()
     rows = []
-    for name in dirs:
-        model = load_replay_model(dirs[name], name)
+    for name, folder in dirs.items():
+        model = load_replay_model(folder, name)
         pctr = model.score(table, "auction sample")
         ecpm = table["bid"].to_numpy() * pctr
         winner = pd.Series(ecpm).groupby(ids).idxmax().to_numpy()
@@ -165,7 +165,7 @@ def main() -> None:
     # ---- the paper's comparison table
     print("THE PAPER'S COMPARISON (baseline: pooled single-task DCN-v2; true = exact expected values from p_true; "
           "DR = doubly robust estimate from the logged clicks; 95% CIs, paired bootstrap over requests)")
-    pct = lambda x: f"{100 * x:+.1f}%".replace("-", "−") if np.isfinite(x) else "n/a"  # noqa: E731
+    pct = lambda x: f"{100 * x:+.1f}%".replace("-", "−") if np.isfinite(x) else "n/a"
     rows = []
     order = [g for lv, g in result.groups if lv == "modality"] + [g for lv, g in result.groups if lv == "format"] + \
         ["total"]
@@ -185,7 +185,7 @@ def main() -> None:
     pd.set_option("display.max_columns", 30)
     for name in ("camoe", "per_format"):
         print(f"\n{name} over pooled:")
-        print(table[[c for c in table.columns if c.startswith(name) or c.startswith("pooled")]].to_string())
+        print(table[[c for c in table.columns if c.startswith((name, "pooled"))]].to_string())
         print(f"  in the paper's form (true): {paper_form(result, name, 'truth')}")
         print(f"  in the paper's form (DR):   {paper_form(result, name, 'dr')}")
     print(f"  the paper (online A/B, CAMoE over the production model): audio CTR {PAPER['audio CTR']}, video CTR "

@@ -154,11 +154,7 @@ def _generate_auctions(args: argparse.Namespace) -> int:
     world = SyntheticConfig(rows=args.rows, seed=args.seed)
     shards = args.shards or 1
     t0 = time.perf_counter()
-    step = max(cfg.requests // 10, 1)
-
-    def progress(done: int, total: int) -> None:
-        if not args.no_progress and (done // step != (done - cfg.chunk_requests) // step or done == total):
-            _print(f"  {done:,} / {total:,} requests ({time.perf_counter() - t0:.0f} s)")
+    progress = None if args.no_progress else _tenths(t0, "requests")
 
     _print(f"auction log: {cfg.requests:,} requests x {cfg.candidates} candidates in the world of the impression log "
            f"--rows {args.rows:,} --seed {args.seed}" + (f" --shards {shards}" if shards > 1 else "")
@@ -470,9 +466,19 @@ def _model_specs(values: list[str]) -> list[tuple[str | None, str]]:
     return specs
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    import numpy as np
+def _tenths(t0: float, unit: str) -> Any:
+    """A progress callback (done, total) printing a line at each tenth of the total."""
+    state = {"next": 0.1}
 
+    def progress(done: int, total: int) -> None:
+        if total and done / total >= state["next"]:
+            state["next"] = int(done / total * 10 + 1) / 10
+            _print(f"  {done:,} / {total:,} {unit} ({time.perf_counter() - t0:.0f} s)")
+
+    return progress
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
     from camoe.replay.engine import replay
     from camoe.replay.models import load_replay_model
     from camoe.replay.open_bandit import BEHAVIORS, is_open_bandit_root, open_bandit_log
@@ -513,12 +519,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         title = f"Open Bandit '{behavior}' log ({args.split} rows)" if behavior else str(args.log)
         _print(f"replaying {title} with {', '.join(m.name for m in models)} ({args.pricing} price, reserve "
                f"{args.reserve:g}, {args.bootstrap} bootstrap replicates)")
-        marks = {"next": 0.1}
-
-        def progress(done: int, total: int) -> None:
-            if not args.no_progress and total and done / total >= marks["next"]:
-                marks["next"] = np.floor(done / total * 10 + 1) / 10
-                _print(f"  {done:,} / {total:,} candidates ({time.perf_counter() - t0:.0f} s)")
+        progress = None if args.no_progress else _tenths(t0, "candidates")
 
         result = replay(log, models, reserve=args.reserve, pricing=args.pricing, bootstrap=args.bootstrap,
                         seed=args.seed, baseline=args.baseline, workers=args.workers,

@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["AuctionOutcome", "PRICING", "request_starts", "run_auction"]
+__all__ = ["PRICING", "AuctionOutcome", "request_starts", "run_auction"]
 
 PRICING = ("second", "first")
 

@@ -43,8 +43,14 @@ from pandas.api.types import union_categoricals
 from camoe.data.readers import expand_paths, read_table
 from camoe.data.sources import FrameSource, ParquetSource, RowSource, is_parquet
 from camoe.replay.auction import PRICING, request_starts, run_auction
-from camoe.replay.estimators import ESTIMATORS, GroupSums, bootstrap_weights, percentile_ci, policy_metrics, \
-    request_terms
+from camoe.replay.estimators import (
+    ESTIMATORS,
+    GroupSums,
+    bootstrap_weights,
+    percentile_ci,
+    policy_metrics,
+    request_terms,
+)
 from camoe.replay.models import ReplayModel, distinct_names
 
 __all__ = ["LOGGED", "ReplayResult", "open_log", "replay"]
@@ -156,7 +162,7 @@ def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     for col in a.columns:
         x, y = a[col], b[col]
         if isinstance(x.dtype, pd.CategoricalDtype) and isinstance(y.dtype, pd.CategoricalDtype):
-            parts[col] = pd.Series(union_categoricals([x.array, y.array]) if not x.dtype == y.dtype
+            parts[col] = pd.Series(union_categoricals([x.array, y.array]) if x.dtype != y.dtype
                                    else pd.Categorical.from_codes(np.r_[x.cat.codes, y.cat.codes], dtype=x.dtype))
         else:
             parts[col] = pd.concat([x, y], ignore_index=True)

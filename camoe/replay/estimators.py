@@ -42,8 +42,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ESTIMATORS", "GroupSums", "STATS", "bootstrap_weights", "percentile_ci", "policy_metrics",
-           "request_terms"]
+__all__ = [
+    "ESTIMATORS",
+    "STATS",
+    "GroupSums",
+    "bootstrap_weights",
+    "percentile_ci",
+    "policy_metrics",
+    "request_terms",
+]
 
 # per-request terms summed per group; "requests" counts every request (filled or not) of the group
 STATS = ("requests", "wins", "true_clicks", "true_spend", "weight", "weight_sq", "matches", "ips_clicks",

@@ -20,12 +20,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from camoe.files import write_bytes, write_json  # noqa: E402
-from camoe.replay.engine import LOGGED, ReplayResult  # noqa: E402
+from camoe.files import write_bytes, write_json
+from camoe.replay.engine import LOGGED, ReplayResult
 
 __all__ = ["format_lifts", "format_tables", "lift_table", "paper_form", "policy_table", "write_replay_report"]
 
@@ -54,8 +54,8 @@ def _ci(result: ReplayResult, policy: str, metric: str, i: int, fmt: Any, lift: 
 def policy_table(result: ReplayResult, policy: str) -> pd.DataFrame:
     """One policy's metrics per group as text cells (rows: formats, groups, all)."""
     rows = []
-    ctr = lambda x: _pct(x, digits=3)  # noqa: E731
-    ecpc = lambda x: _num(x, 3)  # noqa: E731
+    ctr = lambda x: _pct(x, digits=3)
+    ecpc = lambda x: _num(x, 3)
     logged = policy == LOGGED
     for i, (level, name) in enumerate(result.groups):
         m = result.metrics[policy]
@@ -108,7 +108,7 @@ def _groups_in_order(result: ReplayResult) -> list[int]:
 
 def lift_table(result: ReplayResult, policy: str) -> pd.DataFrame:
     """Lifts of ``policy`` over the baseline per group as text cells (value [CI])."""
-    pct = lambda x: _pct(x, signed=True)  # noqa: E731
+    pct = lambda x: _pct(x, signed=True)
     rows = []
     for i in _groups_in_order(result):
         row = {"group": result.groups[i][1], "wins": pct(float(result.lifts[policy]["wins"]["value"][i]))}
@@ -124,7 +124,7 @@ def lift_table(result: ReplayResult, policy: str) -> pd.DataFrame:
 def paper_form(result: ReplayResult, policy: str, estimate: str = "truth") -> str:
     """One line in the paper's form: "audio CTR +x% [lo, hi], audio eCPC −y% [lo, hi]; video ..." over the
     second-level groups (modalities), from ``truth`` or ``dr``."""
-    pct = lambda x: _pct(x, signed=True)  # noqa: E731
+    pct = lambda x: _pct(x, signed=True)
     groups = [i for i, (lv, _) in enumerate(result.groups) if lv not in ("format", "total")] or \
         [i for i, (lv, _) in enumerate(result.groups) if lv == "total"]
     parts = []
@@ -300,11 +300,11 @@ def plot_calibration(result: ReplayResult, pairs: Sequence[tuple[str, str]], pat
 
 # ---------------------------------------------------------------------------------------------------- files
 def _html(blocks: list[tuple[str, Any]], title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:sans-serif;margin:2em;max-width:1500px} table{border-collapse:collapse;font-size:12px;"
-             "margin:0.5em 0} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f3f3}"
-             "img{max-width:100%;border:1px solid #eee;margin:4px 0} pre{font-size:12px;background:#fafafa;"
-             "padding:8px}</style></head><body>"]
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+              "body{font-family:sans-serif;margin:2em;max-width:1500px} table{border-collapse:collapse;"
+              "font-size:12px;margin:0.5em 0} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} "
+              "th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:4px 0} pre{font-size:12px;"
+              "background:#fafafa;padding:8px}</style></head><body>")]
     for kind, value in blocks:
         if kind in ("h1", "h2"):
             parts.append(f"<{kind}>{html.escape(value)}</{kind}>")
@@ -355,17 +355,17 @@ def write_replay_report(
     s = result.settings
     blocks: list[tuple[str, Any]] = [
         ("h1", f"Auction replay of {result.log}"),
-        ("p", f"{result.requests:,} requests, {result.candidates:,} candidates; {s['pricing']} price, CPC reserve "
-              f"{s['reserve']:g}; {s['bootstrap']} Poisson bootstrap replicates over requests, "
-              f"{100 * s['level']:.0f}% percentile CIs; lifts are over {result.baseline} (paired). "
-              f"Truth (exact expected clicks from p_true): {'yes' if result.has_truth else 'no'}; "
-              f"propensities (IPS / SNIPS / DR): {'yes' if result.has_propensity else 'no'}. "
-              f"Replay took {result.seconds:.1f} s ({result.candidates_per_s:,.0f} candidates scored per second)."),
-        ("p", "wins = requests the policy's auction filled with a candidate of the group; CTR = clicks / wins; "
-              "eCPC = spend / clicks (currency units per click); rev/1k req = spend per 1,000 requests (all "
-              "requests); DR = doubly robust estimate (Dudík et al. 2011) with the model's own pCTR as reward model; "
-              "SNIPS = self-normalised IPS (Swaminathan & Joachims 2015); IPS = Horvitz-Thompson; ESS = effective "
-              "sample size (Σw)²/Σw² of the importance weights."),
+        ("p", (f"{result.requests:,} requests, {result.candidates:,} candidates; {s['pricing']} price, CPC "
+               f"reserve {s['reserve']:g}; {s['bootstrap']} Poisson bootstrap replicates over requests, "
+               f"{100 * s['level']:.0f}% percentile CIs; lifts are over {result.baseline} (paired). "
+               f"Truth (exact expected clicks from p_true): {'yes' if result.has_truth else 'no'}; "
+               f"propensities (IPS / SNIPS / DR): {'yes' if result.has_propensity else 'no'}. "
+               f"Replay took {result.seconds:.1f} s ({result.candidates_per_s:,.0f} candidates scored per second).")),
+        ("p", ("wins = requests the policy's auction filled with a candidate of the group; CTR = clicks / wins; "
+               "eCPC = spend / clicks (currency units per click); rev/1k req = spend per 1,000 requests (all "
+               "requests); DR = doubly robust estimate (Dudík et al. 2011) with the model's own pCTR as reward "
+               "model; SNIPS = self-normalised IPS (Swaminathan & Joachims 2015); IPS = Horvitz-Thompson; ESS = "
+               "effective sample size (Σw)²/Σw² of the importance weights.")),
     ]
     if result.notes:
         blocks += [("h2", "Warnings"), ("ul", result.notes)]
@@ -382,9 +382,9 @@ def write_replay_report(
                    ("table", policy_table(result, policy))]
     if calibration_pairs and cal_image is not None:
         blocks += [("h2", "Calibration in the auction: the same model uncalibrated and calibrated"),
-                   ("p", "A winner's second-price CPC is the runner-up's eCPM divided by its own pCTR, so the pCTR "
-                         "scale moves prices: an over-predicting model lets its winners pay less per click, and a "
-                         "format whose pCTRs are shifted up or down wins more or fewer requests."),
+                   ("p", ("A winner's second-price CPC is the runner-up's eCPM divided by its own pCTR, so the pCTR "
+                          "scale moves prices: an over-predicting model lets its winners pay less per click, and a "
+                          "format whose pCTRs are shifted up or down wins more or fewer requests.")),
                    ("table", calibration_table(result, calibration_pairs)), ("img", cal_image)]
     page = out / "replay.html"
     write_bytes(page, _html(blocks, f"camoe replay {result.log}").encode("utf-8"))
