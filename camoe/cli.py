@@ -1,4 +1,4 @@
-"""Command line: ``camoe generate | train | evaluate | predict | export | calibrate | prune | serve | demo``.
+"""Command line: ``camoe generate | train | evaluate | predict | export | calibrate | prune | serve | demo | replay``.
 
 Every command has ``--help``. Errors in the user's data or config print one clear message and exit with status 2.
 """
@@ -118,14 +118,23 @@ def _check_output_file(path: str, data: str | None = None, artifact: str | None 
             raise ValueError(f"--output {p} is the input data file; it would be overwritten")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from camoe.data.synthetic import SyntheticConfig, generate_log
+def _synthetic_config(args: argparse.Namespace) -> Any:
+    """The ``SyntheticConfig`` of ``camoe generate`` / ``demo`` arguments (rows, seed, preset)."""
+    from camoe.data.synthetic import PRESETS, SyntheticConfig
 
+    return SyntheticConfig(rows=args.rows, seed=args.seed, formats=PRESETS[getattr(args, "preset", "audio_centric")])
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from camoe.data.synthetic import generate_log
+
+    if getattr(args, "auctions", None) is not None:
+        return _generate_auctions(args)
     if getattr(args, "shards", None):
         return _generate_shards(args)
     t0 = time.perf_counter()
-    frame = generate_log(SyntheticConfig(rows=args.rows, seed=args.seed))
-    out = Path(args.output)
+    frame = generate_log(_synthetic_config(args))
+    out = Path(args.output or "runs/log.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = args.format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(out.suffix)
     if fmt is None:
@@ -139,11 +148,44 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_auctions(args: argparse.Namespace) -> int:
+    """Write the synthetic auction log (``camoe.replay.log``) of ``--auctions`` requests into the ``--output`` folder."""
+    from camoe.replay.log import AuctionLogConfig, generate_auction_log
+
+    if args.format == "csv":
+        raise ValueError("--auctions writes Parquet only")
+    out = Path(args.output or "runs/auctions")
+    if out.suffix in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"--output {out}: with --auctions give a folder; it receives auctions.parquet and "
+                         f"auctions.json")
+    cfg = AuctionLogConfig(
+        requests=args.auctions, candidates=args.candidates, seed=args.seed if args.auction_seed is None else
+        args.auction_seed, cpm=args.cpm, policy="model" if args.logging_model else "noisy_truth",
+        policy_model=args.logging_model, noise_sigma=args.noise_sigma, exploration=args.exploration,
+        temperature=args.temperature, epsilon=args.epsilon)
+    world = _synthetic_config(args)
+    shards = args.shards or 1
+    t0 = time.perf_counter()
+    progress = None if args.no_progress else _tenths(t0, "requests")
+
+    _print(f"auction log: {cfg.requests:,} requests x {cfg.candidates} candidates in the world of the impression log "
+           f"--rows {args.rows:,} --seed {args.seed}" + (f" --shards {shards}" if shards > 1 else "")
+           + f"; logging policy {cfg.policy}" + (f" ({cfg.policy_model})" if cfg.policy_model else
+                                                  f" (sigma {cfg.noise_sigma:g})")
+           + f", {cfg.exploration} exploration"
+           + (f" (temperature {cfg.temperature:g})" if cfg.exploration == "softmax" else f" (epsilon {cfg.epsilon:g})"))
+    info = generate_auction_log(world, cfg, out, num_shards=shards, progress=progress)
+    dt = time.perf_counter() - t0
+    _print(f"wrote {info.rows:,} rows ({info.requests:,} requests) to {info.path} and {info.sidecar} in {dt:.1f} s "
+           f"({info.rows / dt:,.0f} rows/s)")
+    return 0
+
+
 def _generate_shards(args: argparse.Namespace) -> int:
     """Write ``--rows`` rows as ``--shards`` Parquet files in the ``--output`` folder, one shard in memory at a time."""
-    from camoe.data.synthetic import SyntheticConfig, generate_log
+    from camoe.data.synthetic import generate_log
 
-    out = Path(args.output)
+    out = Path(args.output or "runs/log")
     if args.shards < 1:
         raise ValueError(f"--shards {args.shards}: give a positive number of files")
     if out.suffix in (".csv", ".parquet", ".pq") or out.is_file():
@@ -152,7 +194,7 @@ def _generate_shards(args: argparse.Namespace) -> int:
         raise ValueError("--shards writes Parquet only")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cfg = SyntheticConfig(rows=args.rows, seed=args.seed)
+    cfg = _synthetic_config(args)
     total = 0
     for shard in range(args.shards):
         frame = generate_log(cfg, shard=shard, num_shards=args.shards)
@@ -489,18 +531,129 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_specs(values: list[str]) -> list[tuple[str | None, str]]:
+    """--model [NAME=]PATH -> (name or None, path)."""
+    specs = []
+    for value in values:
+        if "=" in value and not Path(value).exists():
+            name, path = value.split("=", 1)
+            if not name.strip():
+                raise ValueError(f"--model {value}: empty name before '='")
+            specs.append((name.strip(), path))
+        else:
+            specs.append((None, value))
+    return specs
+
+
+def _tenths(t0: float, unit: str) -> Any:
+    """A progress callback (done, total) printing a line at each tenth of the total."""
+    state = {"next": 0.1}
+
+    def progress(done: int, total: int) -> None:
+        if total and done / total >= state["next"]:
+            state["next"] = int(done / total * 10 + 1) / 10
+            _print(f"  {done:,} / {total:,} {unit} ({time.perf_counter() - t0:.0f} s)")
+
+    return progress
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from camoe.replay.engine import replay
+    from camoe.replay.models import load_replay_model
+    from camoe.replay.open_bandit import BEHAVIORS, is_open_bandit_root, open_bandit_log
+    from camoe.replay.report import format_lifts, format_tables, write_replay_report
+
+    if args.reserve < 0:
+        raise ValueError(f"--reserve {args.reserve}: a reserve price is >= 0")
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap {args.bootstrap}: give 0 (no CIs) or more replicates")
+    if not Path(args.log).exists():
+        raise FileNotFoundError(f"no such file or folder: {args.log}")
+    out = Path(args.output or "runs/replay")
+    _check_output_dir(out)
+    models, pairs, paths = [], [], {}
+    for name, path in _model_specs(args.model):
+        calibrated = load_replay_model(path, name, args.backend, calibrated=args.calibration != "off",
+                                       threads=args.threads)
+        if args.calibration == "both" and calibrated.has_calibration:
+            raw = load_replay_model(path, f"{calibrated.name} (uncalibrated)", args.backend, calibrated=False,
+                                    threads=args.threads)
+            models.append(raw)
+            pairs.append((raw.name, calibrated.name))
+            paths[raw.name] = path
+        elif args.calibration == "both":
+            _print(f"note: {path} holds no calibration (camoe calibrate); replayed once")
+        models.append(calibrated)
+        paths[calibrated.name] = path
+    open_bandit = is_open_bandit_root(args.log)
+    if open_bandit:
+        logs = [(b, open_bandit_log(args.log, b, args.split, models[0].config.data.split if models[0].config else None))
+                for b in (args.behavior or BEHAVIORS)]
+    else:
+        if args.behavior:
+            raise ValueError("--behavior applies to the Open Bandit dataset folder only")
+        logs = [(None, args.log)]
+    for behavior, log in logs:
+        t0 = time.perf_counter()
+        title = f"Open Bandit '{behavior}' log ({args.split} rows)" if behavior else str(args.log)
+        _print(f"replaying {title} with {', '.join(m.name for m in models)} ({args.pricing} price, reserve "
+               f"{args.reserve:g}, {args.bootstrap} bootstrap replicates)")
+        progress = None if args.no_progress else _tenths(t0, "candidates")
+
+        result = replay(log, models, reserve=args.reserve, pricing=args.pricing, bootstrap=args.bootstrap,
+                        seed=args.seed, baseline=args.baseline, workers=args.workers,
+                        group_by=args.group_by or ("campaign" if behavior else "modality"), progress=progress)
+        if behavior:
+            result.log = f"{args.log} ({behavior}, {args.split} rows)"
+        scored = sum(result.diagnostics[m.name]["candidates_scored"] for m in models)
+        _print(f"scored {scored:,} candidates ({result.requests:,} requests x {len(models)} model(s)) in "
+               f"{result.seconds:.1f} s: {result.candidates_per_s:,.0f} candidates scored per second")
+        _print("")
+        _print(format_tables(result))
+        if result.lifts:
+            _print(format_lifts(result))
+        folder = out / behavior if behavior else out
+        files = write_replay_report(result, folder, pairs, extra={"models": paths})
+        _print(f"wrote {files[0]} and {files[1]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camoe", description="Multi-format ad CTR prediction with CAMoE.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("generate", help="write the synthetic audio-centric impression log")
+    p = sub.add_parser("generate", help="write the synthetic audio-centric impression log, or an auction log "
+                                        "(--auctions)")
     p.add_argument("--rows", type=int, default=1_000_000, help="impressions (default 1,000,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the population and impressions (default: 0)")
-    p.add_argument("--output", default="runs/log.parquet", help="output file (.parquet or .csv)")
+    p.add_argument("--preset", choices=["audio_centric", "rare_task"], default="audio_centric",
+                   help="format table: audio_centric (the paper's blueprint) or rare_task (display 5%% of impressions; "
+                        "configs/experiments/rare_task.yaml) (default: %(default)s)")
+    p.add_argument("--output", help="output file (.parquet or .csv; default runs/log.parquet); with --shards or "
+                                    "--auctions a folder (default runs/log, runs/auctions)")
     p.add_argument("--format", choices=["parquet", "csv"], help="default: from the output suffix")
     p.add_argument("--shards", type=int,
                    help="write S Parquet files into the --output folder, generated one at a time (any size log)")
+    a = p.add_argument_group("auction log (camoe replay)", "--auctions N writes N ad requests with K candidates each "
+                             "in the world (users, ads, effects) of the impression log --rows / --seed / --shards, so "
+                             "models trained on that log are replayed on the same world")
+    a.add_argument("--auctions", type=_int_in(1, 10**10), metavar="N", help="ad requests to write")
+    a.add_argument("--candidates", type=_int_in(2, 10_000), default=20, metavar="K",
+                   help="candidates per request (default: %(default)s)")
+    a.add_argument("--auction-seed", type=int, help="seed of the requests, bids and logging choices (default --seed)")
+    a.add_argument("--cpm", type=float, default=2.0, help="mean eCPM every format is bid at (default: %(default)s)")
+    a.add_argument("--logging-model", metavar="ARTIFACT",
+                   help="the logging policy's pCTR from this model (default: the true probability with log-normal "
+                        "noise)")
+    a.add_argument("--noise-sigma", type=float, default=0.5,
+                   help="sigma of the noisy-truth logging policy's log-normal noise (default: %(default)s)")
+    a.add_argument("--exploration", choices=["softmax", "epsilon"], default="softmax",
+                   help="softmax: P(show) proportional to eCPM^(1/temperature); epsilon: epsilon-greedy "
+                        "(default: %(default)s)")
+    a.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: %(default)s)")
+    a.add_argument("--epsilon", type=float, default=0.2, help="epsilon-greedy share (default: %(default)s)")
+    a.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train", help="train and evaluate a model from a YAML config; writes the artifact folder")
@@ -571,7 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder written by camoe train (read only, never written)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=_int_in(0, 65535), default=8000, help="TCP port (default: %(default)s)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="onnx", help="(default: %(default)s)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="onnx",
+                   help="scoring backend (default: %(default)s)")
     p.add_argument("--workers", type=_int_in(1, 256), default=1,
                    help="worker processes (uvicorn); one per core serves the most requests (default: %(default)s)")
     p.add_argument("--threads", type=_int_in(1, 256), default=1,
@@ -611,6 +765,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("replay", help="replay a logged auction with models: wins, CTR, spend, eCPC per format and "
+                                      "modality (truth and IPS / SNIPS / DR) and lifts with CIs")
+    p.add_argument("log", help="auction log (folder or Parquet file of camoe generate --auctions, or a CSV / Parquet "
+                               "log with request_id, format, bid, shown, click, propensity and/or p_true), or the "
+                               "Open Bandit dataset folder")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                   help="artifact folder (or a folder of per-format artifacts); repeat to compare; the first is the "
+                        "baseline of the lifts (with one model: the logged policy)")
+    p.add_argument("--calibration", choices=["on", "off", "both"], default="on",
+                   help="apply the artifacts' calibration (camoe calibrate); both: replay each calibrated model "
+                        "uncalibrated too, side by side (default: %(default)s)")
+    p.add_argument("--pricing", choices=["second", "first"], default="second",
+                   help="second: CPC = next eCPM / own pCTR (at least the reserve); first: CPC = own bid "
+                        "(default: %(default)s)")
+    p.add_argument("--reserve", type=float, default=0.0,
+                   help="CPC reserve price; lower bids are ineligible (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates over requests for the CIs "
+                                                              "(default: %(default)s; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--baseline", help="policy the lifts are over (a model name, or 'logged')")
+    p.add_argument("--group-by", help="format attribute of the second grouping (default: modality; campaign for "
+                                      "Open Bandit)")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                   help="scoring backend (default: %(default)s)")
+    p.add_argument("--threads", type=_int_in(1, 256), help="intra-op threads per scoring call")
+    p.add_argument("--workers", type=_int_in(1, 64), default=1,
+                   help="threads scoring chunks of the log at once (2 overlaps encoding and the forward pass on an "
+                        "idle 2-core machine; the results are the same) (default: %(default)s)")
+    p.add_argument("--behavior", action="append", choices=["random", "bts"],
+                   help="Open Bandit: the logging policy's log to replay (default: both)")
+    p.add_argument("--split", choices=["test", "valid", "train", "all"], default="test",
+                   help="Open Bandit: rows of the model config's split to replay (default: %(default)s)")
+    p.add_argument("--output", help="folder for replay.json and replay.html (default runs/replay; Open Bandit: "
+                                    "<output>/<behavior>/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("experiment", help="run a grid of models × groupings × ablations × seeds and write a report")
     p.add_argument("config", help="experiment YAML, e.g. configs/experiments/paper.yaml")

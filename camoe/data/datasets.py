@@ -8,13 +8,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["READERS", "read_ipinyou_fm", "read_open_bandit"]
+__all__ = ["READERS", "read_ipinyou_fm", "read_open_bandit", "read_open_bandit_items"]
+
+
+def read_open_bandit_items(root: str | Path, campaign: str, policy: str = "random") -> pd.DataFrame:
+    """The items (arms) of one Open Bandit campaign: ``item_context.csv`` of ``<root>/<policy>/<campaign>/``.
+
+    Returns:
+        One row per item: item_id (0 .. n_items − 1, as in the log files) and item_feature_0..3.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+    """
+    item_file = Path(root) / policy / campaign / "item_context.csv"
+    if not item_file.is_file():
+        raise FileNotFoundError(f"Open Bandit: {item_file} not found (root={root})")
+    return pd.read_csv(item_file, index_col=0)
 
 
 def read_open_bandit(
     root: str | Path,
     policies: tuple[str, ...] | list[str] = ("random", "bts"),
     campaigns: tuple[str, ...] | list[str] = ("all", "men", "women"),
+    affinities: bool = False,
 ) -> pd.DataFrame:
     """Open Bandit Dataset (small version): every policy × campaign file joined with its ``item_context.csv``.
 
@@ -22,6 +38,8 @@ def read_open_bandit(
         root: the ``open-bandit-dataset`` folder (holding ``random/`` and ``bts/``).
         policies: logging policies to read.
         campaigns: campaigns to read.
+        affinities: keep the user's affinity for every item of the campaign (columns ``user-item_affinity_<k>``,
+            NaN beyond a campaign's items), e.g. to score items that were not shown.
 
     Returns:
         One row per impression with: timestamp (string, UTC), click, policy, campaign, position ("1".."3"),
@@ -37,11 +55,10 @@ def read_open_bandit(
         for campaign in campaigns:
             folder = Path(root) / policy / campaign
             log_file, item_file = folder / f"{campaign}.csv", folder / "item_context.csv"
-            for f in (log_file, item_file):
-                if not f.is_file():
-                    raise FileNotFoundError(f"Open Bandit: {f} not found (root={root})")
+            if not log_file.is_file():
+                raise FileNotFoundError(f"Open Bandit: {log_file} not found (root={root})")
+            items = read_open_bandit_items(root, campaign, policy)
             log = pd.read_csv(log_file, index_col=0)
-            items = pd.read_csv(item_file, index_col=0)
             unknown = sorted(set(log["item_id"]) - set(items["item_id"]))
             if unknown:
                 raise ValueError(f"{log_file}: item_id {unknown[:5]} missing from {item_file}")
@@ -49,7 +66,8 @@ def read_open_bandit(
             affinity = log[affinity_cols].to_numpy(dtype=np.float64)  # (N, items)
             item_pos = log["item_id"].to_numpy()
             shown = np.take_along_axis(affinity, item_pos[:, None], axis=1)[:, 0] if affinity_cols else np.nan
-            merged = log.drop(columns=affinity_cols).merge(items, on="item_id", how="left", validate="many_to_one")
+            merged = log.drop(columns=[] if affinities else affinity_cols).merge(items, on="item_id", how="left",
+                                                                                  validate="many_to_one")
             merged["item_affinity"] = shown
             merged["policy"] = policy
             merged["campaign"] = campaign

@@ -186,6 +186,12 @@ def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.nda
     return row_ids[inside], position[inside], value_arr[inside]
 
 
+def _repeats(col: pd.Series | np.ndarray) -> bool:
+    """Whether a column is a typed pandas column (not Python objects) long enough that encoding its distinct values
+    once, then taking by row, beats value-by-value work (a Parquet log: strings, categories, integers)."""
+    return isinstance(col, pd.Series) and len(col) > _SMALL and col.dtype != object
+
+
 def _transform_raw(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
     """Numeric values before standardisation: NaN for missing / non-finite, then ``log`` = sign(x)·log1p(|x|)."""
     x = np.where(np.isfinite(x), x, np.nan)
@@ -618,6 +624,37 @@ class FeatureEncoder:
                     memo[v] = got
         return np.array(ids, dtype=np.int64)
 
+    def _factorized_ids(self, spec: FeatureSpec, col: pd.Series, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) ids and (N,) missing mask of a typed column, through its distinct values: the categorical rule and
+        the vocabulary lookup run once per distinct value (``categorical_strings`` is value by value, so the result
+        is the row-by-row one)."""
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)  # (N,) -1 = NA; (U,) distinct values
+        strs_u, missing_u = categorical_strings(pd.Series(uniques, dtype=col.dtype), spec.name, source)
+        ids_u = np.full(len(strs_u), MISSING_ID, dtype=np.int64)
+        if (~missing_u).any():
+            ids_u[~missing_u] = self._encode_strings(spec, strs_u[~missing_u])
+        ids = np.r_[ids_u, MISSING_ID][codes]  # code -1 -> the appended MISSING_ID
+        return ids, ids == MISSING_ID
+
+    def _multi_ids(self, spec: FeatureSpec, col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row index, position in row, id) of every kept value of a multi-valued column (``_split_multi``); a
+        typed column with repeated cells is split and looked up once per distinct cell."""
+        if not _repeats(col):
+            row_ids, pos, vals = _split_multi(col, spec)
+            return row_ids, pos, self._encode_strings(spec, vals) if len(vals) else np.zeros(0, dtype=np.int64)
+        assert isinstance(col, pd.Series)
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)  # (N,), (U,)
+        u_rows, u_pos, u_vals = _split_multi(pd.Series(uniques, dtype=col.dtype), spec)
+        u_ids = self._encode_strings(spec, u_vals) if len(u_vals) else np.zeros(0, dtype=np.int64)
+        per_unique = np.bincount(u_rows, minlength=len(uniques))  # (U,) values kept per distinct cell
+        offsets = np.r_[0, np.cumsum(per_unique)[:-1]].astype(np.int64)  # (U,)
+        present = codes >= 0
+        counts = np.where(present, per_unique[np.where(present, codes, 0)], 0)  # (N,)
+        row_ids = np.repeat(np.arange(len(col)), counts)  # (V,)
+        within = np.arange(len(row_ids)) - np.repeat(np.cumsum(counts) - counts, counts)  # (V,) 0.. per row
+        src = np.repeat(offsets[np.where(present, codes, 0)], counts) + within  # (V,) index into the distinct values
+        return row_ids, u_pos[src], u_ids[src]
+
     def _encode_identity(
         self, spec: FeatureSpec, col: pd.Series | np.ndarray, missing: np.ndarray, source: str
     ) -> np.ndarray:
@@ -672,12 +709,15 @@ class FeatureEncoder:
         small_lists = not isinstance(rows, pd.DataFrame) and n <= _SMALL  # a scoring request's {column: list}
         for j, spec in enumerate(self.cat_specs):
             values = rows[spec.name] if small_lists and spec.name not in derived else None
+            col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
             if isinstance(values, list) and spec.encoding != "identity":
                 ids = self._small_ids(spec, values, source)
                 missing = ids == MISSING_ID
                 _check_missing_policy(spec, int(missing.sum()), source)
+            elif spec.encoding != "identity" and _repeats(col):
+                ids, missing = self._factorized_ids(spec, col, source)
+                _check_missing_policy(spec, int(missing.sum()), source)
             else:
-                col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
                 strs, missing = categorical_strings(col, spec.name, source)
                 _check_missing_policy(spec, int(missing.sum()), source)
                 if spec.encoding == "identity":
@@ -691,9 +731,8 @@ class FeatureEncoder:
             if missing_counts[spec.name]:
                 missing_rows[spec.name] = missing
         for j, spec in enumerate(self.multi_specs):
-            row_ids, pos, vals = _split_multi(column(rows, spec.name), spec)
+            row_ids, pos, ids = self._multi_ids(spec, column(rows, spec.name))
             _check_missing_policy(spec, n - len(np.unique(row_ids)), source)
-            ids = self._encode_strings(spec, vals) if len(vals) else np.zeros(0, dtype=np.int64)
             multi[row_ids, j, pos] = ids
             oov[spec.name] = int((ids == OOV_ID).sum())
             missing_counts[spec.name] = int(n - len(np.unique(row_ids)))
