@@ -175,6 +175,9 @@ class ModelConfig(_Strict):
     low_rank: int | None = Field(None, ge=1)  # W = U V^T with this rank; ≈ in_dim / 4 keeps accuracy
     expert_hidden: list[int] = Field(default_factory=lambda: [128, 64])  # MLP after the cross layers; last = H
     tower_hidden: list[int] = Field(default_factory=lambda: [64])  # per-task tower before the logit
+    # a shared gate and tower trained by every row, whose logit is added to every task's (logit_t = tower_t + shared):
+    # a rare task's head learns the residual over what all formats learned (camoe.model.moe)
+    shared_tower: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout rate after each hidden layer of the experts and towers
     # normalisation between each hidden linear layer of experts and towers and its ReLU (camoe.model.GroupedNorm)
     norm: Literal["batch", "layer"] | None = None

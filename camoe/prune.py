@@ -105,7 +105,7 @@ def prune_pipeline(pipe: CTRPipeline, keep: np.ndarray) -> CTRPipeline:
     if keep.shape != (num_tasks, num_experts) or not keep.any(axis=1).all():
         raise ValueError(f"keep must be (T, E) = ({num_tasks}, {num_experts}) with an expert per task, got {keep.shape}")
     if model.gates.allowed is not None:
-        keep = keep & model.gates.allowed.numpy()
+        keep = keep & model.gates.allowed.numpy()[:num_tasks]
     used = np.flatnonzero(keep.any(axis=0))  # (E',) experts kept by some task
     index = torch.as_tensor(used, dtype=torch.long)
     new_model_cfg = cfg.model.model_copy(update={"num_experts": len(used), "gate_mask": keep[:, used].tolist()})
@@ -113,14 +113,14 @@ def prune_pipeline(pipe: CTRPipeline, keep: np.ndarray) -> CTRPipeline:
     new_cfg._config_dir = cfg._config_dir
     pruned = build_model(new_model_cfg, pipe.encoder_.input_spec_, num_tasks)
     state = {}
-    d = model.gates.proj.in_features
+    d, gate_rows = model.gates.proj.in_features, model.gates.num_tasks  # T, or T + 1 with a shared tower
     for name, value in model.state_dict().items():
         if name.startswith("experts."):
             value = value.index_select(0, index)  # every expert-bank tensor is stacked (E, ...)
         elif name == "gates.proj.weight":  # rows ordered task-major: (T·E, d)
-            value = value.view(num_tasks, num_experts, d)[:, index].reshape(-1, d)
+            value = value.view(gate_rows, num_experts, d)[:, index].reshape(-1, d)
         elif name == "gates.proj.bias":
-            value = value.view(num_tasks, num_experts)[:, index].reshape(-1)
+            value = value.view(gate_rows, num_experts)[:, index].reshape(-1)
         state[name] = value.clone()
     pruned.load_state_dict(state, strict=True)
     pruned.eval()

@@ -6,6 +6,11 @@
     z_t     = Σ_e g_{t,e} h_e                                                      (T, B, H)
     logit_t = tower_t(z_t)                                                         (B, T)
 
+With a shared tower (``model.shared_tower``; this project's addition, not in the paper) a (T+1)-th gate and tower
+read every row, and each task's logit adds it: logit_t = tower_t(z_t) + tower_s(z_s). The shared tower is trained
+by every row (through each row's own task loss), so a rare task starts from what all formats learned and its own
+tower learns the residual.
+
 CAMoE (Verma, Chen, Mei, KDD 2025, arXiv 2506.18735) is this assembly with DCN-v2 experts (``CrossNetV2`` then an
 MLP); MMoE (Ma et al. 2018) with MLP experts; the baselines with one expert or CGC's per-task experts
 (``camoe.model.registry``). The blocks are built outside and injected. The loss (masked per task) lives in
@@ -65,16 +70,22 @@ class MultiTaskMoE(nn.Module):
         ((2, 2), (2, 2, 3))
     """
 
-    def __init__(self, embedding: FeatureEmbedding, experts: ExpertBank, gates: TaskGates, towers: GroupedMLP) -> None:
+    def __init__(
+        self, embedding: FeatureEmbedding, experts: ExpertBank, gates: TaskGates, towers: GroupedMLP,
+        shared_tower: bool = False,
+    ) -> None:
         super().__init__()
         if gates.num_experts != experts.num_experts or gates.num_tasks != towers.num_groups:
             raise ValueError(f"gates are ({gates.num_tasks} tasks, {gates.num_experts} experts); experts hold "
                              f"{experts.num_experts}, towers {towers.num_groups}")
+        if shared_tower and gates.num_tasks < 2:
+            raise ValueError("a shared tower needs T + 1 >= 2 gates and towers (the last one shared)")
         self.embedding = embedding
         self.experts = experts
         self.gates = gates
         self.towers = towers
-        self.num_tasks = gates.num_tasks
+        self.shared_tower = shared_tower
+        self.num_tasks = gates.num_tasks - int(shared_tower)  # T: the task heads (the shared tower is not one)
 
     @torch.no_grad()
     def warm_start_from(self, old: MultiTaskMoE) -> None:
@@ -101,9 +112,12 @@ class MultiTaskMoE(nn.Module):
         """Start each tower's logit bias at a prior, e.g. logit(task CTR) of the training rows (T,).
 
         With CTRs of 0.1-3% the bias must reach about -3 to -7; starting there keeps early steps from bending the
-        hidden layers to push every logit down.
+        hidden layers to push every logit down. A shared tower's bias starts at 0 (its logit is added to each task's).
         """
-        self.towers.biases[-1].copy_(logit.view(-1, 1, 1).to(self.towers.biases[-1].dtype))  # (T, 1, 1)
+        bias = self.towers.biases[-1]  # (T [+ 1], 1, 1)
+        bias[: self.num_tasks].copy_(logit.view(-1, 1, 1).to(bias.dtype))
+        if self.shared_tower:
+            bias[self.num_tasks :].zero_()
 
     def forward(
         self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor, tasks: torch.Tensor | None = None
@@ -113,17 +127,21 @@ class MultiTaskMoE(nn.Module):
         Args:
             tasks: optional (T,) bool, the tasks whose logits the caller will use (e.g. the tasks of the formats in a
                 scoring request). When the gates restrict tasks to subsets of experts (CGC, ``camoe prune``), only
-                the experts those tasks may use are computed; logits of the other tasks are then undefined, and
-                ``gate_weights`` holds only the computed experts (B, T, E').
+                the experts those tasks (and a shared tower) may use are computed; logits of the other tasks are then
+                undefined, and ``gate_weights`` holds only the computed experts (B, T, E').
         """
         x0, fields = self.embedding.encode(cat_ids, multi_ids, dense)  # (B, d), (B, F + M, D)
-        gates = self.gates(x0)  # (B, T, E)
+        gates = self.gates(x0)  # (B, T [+ 1], E)
         if tasks is not None and self.gates.allowed is not None:
-            index = (self.gates.allowed & tasks.unsqueeze(1)).any(0).nonzero().squeeze(1)  # (E',) experts needed
+            wanted = torch.cat([tasks, tasks.new_ones(1)]) if self.shared_tower else tasks  # the shared gate always
+            index = (self.gates.allowed & wanted.unsqueeze(1)).any(0).nonzero().squeeze(1)  # (E',) experts needed
             h = self.experts(x0, index)  # (E', B, H)
-            gates = gates.index_select(2, index)  # (B, T, E')
+            gates = gates.index_select(2, index)  # (B, T [+ 1], E')
         else:
             h = self.experts(x0)  # (E, B, H)
-        z = torch.einsum("bte,ebh->tbh", gates, h)  # (T, B, H)
-        logits = self.towers(z).squeeze(-1).transpose(0, 1)  # (B, T)
+        z = torch.einsum("bte,ebh->tbh", gates, h)  # (T [+ 1], B, H)
+        logits = self.towers(z).squeeze(-1).transpose(0, 1)  # (B, T [+ 1])
+        if self.shared_tower:
+            logits = logits[:, : self.num_tasks] + logits[:, self.num_tasks :]  # (B, T): task + shared
+            gates = gates[:, : self.num_tasks]
         return ModelOutput(logits=logits, gate_weights=gates, embeddings=fields)

@@ -47,10 +47,14 @@ def _assemble(
         if tuple(mask.shape) != (num_tasks, num_experts):
             raise ValueError(f"model.gate_mask is {tuple(mask.shape)}; expected (T, E) = ({num_tasks}, {num_experts})")
         allowed = mask if allowed is None else allowed & mask
-    gates = TaskGates(d, num_tasks, num_experts, allowed)
-    towers = GroupedMLP(num_tasks, experts.out_dim, [*cfg.tower_hidden, 1], cfg.dropout, last_activation=False,
+    shared = cfg.shared_tower and num_tasks > 1  # one task: the tower already reads every row
+    if shared and allowed is not None:  # the shared gate may use any expert some task may use
+        allowed = torch.cat([allowed, allowed.any(0, keepdim=True)])
+    heads = num_tasks + int(shared)
+    gates = TaskGates(d, heads, num_experts, allowed)
+    towers = GroupedMLP(heads, experts.out_dim, [*cfg.tower_hidden, 1], cfg.dropout, last_activation=False,
                         norm=cfg.norm)
-    return MultiTaskMoE(embedding, experts, gates, towers)
+    return MultiTaskMoE(embedding, experts, gates, towers, shared_tower=shared)
 
 
 def camoe(spec: InputSpec, num_tasks: int, cfg: ModelConfig) -> MultiTaskMoE:

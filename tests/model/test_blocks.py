@@ -297,10 +297,11 @@ def test_b05_different_seeds_give_different_init() -> None:
 # ----------------------------------------------------------------------------- contract over every registered model
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("expert_type", ["dcn", "mlp"])
-def test_registered_model_contract(name: str, expert_type: str) -> None:
+@pytest.mark.parametrize("shared_tower", [False, True])
+def test_registered_model_contract(name: str, expert_type: str, shared_tower: bool) -> None:
     from camoe.training import masked_bce
 
-    cfg = tiny_model_config(name=name, expert_type=expert_type, low_rank=2, dropout=0.2)
+    cfg = tiny_model_config(name=name, expert_type=expert_type, low_rank=2, dropout=0.2, shared_tower=shared_tower)
     torch.manual_seed(0)
     model = build_model(cfg, SPEC, 3)
     cat, multi, dense = inputs(batch=6, seed=1)
@@ -321,7 +322,24 @@ def test_registered_model_contract(name: str, expert_type: str) -> None:
     mask[:, 0] = 1.0  # every row trains task 0 only
     masked_bce(model(cat, multi, dense).logits, torch.tensor([1.0, 0.0] * 3), mask).total.backward()
     for w in [*model.towers.weights, *model.towers.biases]:
-        assert torch.count_nonzero(w.grad[1:]) == 0
+        assert torch.count_nonzero(w.grad[1:3]) == 0  # the other tasks' towers (a shared tower's row 3 learns)
+        assert (torch.count_nonzero(w.grad[3:]) > 0) == shared_tower
+
+
+def test_shared_tower_adds_its_logit_to_every_task_and_starts_at_zero(seeded: None) -> None:
+    model = build_model(tiny_model_config(shared_tower=True), SPEC, num_tasks=2)
+    assert model.num_tasks == 2 and model.towers.num_groups == 3 and model.gates.num_tasks == 3
+    model.init_output_bias(torch.tensor([-3.0, -5.0]))
+    assert model.towers.biases[-1].flatten().tolist() == [-3.0, -5.0, 0.0]
+    model.eval()
+    cat, multi, dense = inputs(batch=4)
+    out = model(cat, multi, dense)
+    x0 = model.embedding(cat, multi, dense)
+    z = torch.einsum("bte,ebh->tbh", model.gates(x0), model.experts(x0))  # (3, B, H)
+    heads = model.towers(z).squeeze(-1).T  # (B, 3)
+    torch.testing.assert_close(out.logits, heads[:, :2] + heads[:, 2:])
+    assert out.gate_weights.shape == (4, 2, 3)  # the task gates only
+    assert build_model(tiny_model_config(shared_tower=True), SPEC, num_tasks=1).towers.num_groups == 1
 
 
 def test_cgc_gates_use_shared_and_own_experts_only() -> None:
