@@ -184,7 +184,8 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
     format_rows, format_clicks = counts.arrays(layout.formats)
     stream = BatchStream(FrameSource(train, "train"), lambda f: rows(f, "train").batch, 4096, rows.columns(),
                          format_rows=format_rows, format_clicks=format_clicks)
-    batch = next(stream.encoded_chunks())  # encoded once and kept, as for any in-memory source
+    # encoded once and kept, as for any in-memory source: the pass must run to its end for the stream to keep it
+    (batch,) = list(stream.encoded_chunks())
     encode_s = time.perf_counter() - t0
     torch.manual_seed(seed)
     model = build_model(cfg.model, encoder.input_spec_, len(layout.tasks))
@@ -207,8 +208,8 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
 
     trainer = Trainer(model, layout.mask, layout.tasks, cfg.train, validate=validate)
     curve.start()
-    trainer.fit(stream)
-    out = {**curve.result(flops, len(train)), "encode_s": encode_s}
+    result = trainer.fit(stream)
+    out = {**curve.result(flops, len(train)), "encode_s": encode_s, "trainer_rows_per_s": result.rows_per_s}
     if options.get("profile"):
         out["profile"] = profile_steps(cfg, encoder, layout, stream, flops * 4096)
     return out
