@@ -459,7 +459,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from camoe.pipeline import CTRPipeline
-    from camoe.serving import ServiceLimits, create_app
+    from camoe.serving import ServiceLimits, create_app, run_workers
 
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates,
                            require_features=tuple(args.require_features or ()), body_timeout_s=args.body_timeout,
@@ -475,9 +475,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="camoe-metrics-")  # /metrics merges workers
     _print(f"serving {args.artifact} on http://{args.host}:{args.port} with {args.workers} worker process(es), "
            f"{args.backend} backend (POST /v1/score, GET /healthz, /v1/metadata, /metrics)")
-    uvicorn.run("camoe.serving:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                http="camoe.serving:GuardedHttpToolsProtocol", log_level="warning",
-                timeout_keep_alive=int(max(1, args.header_timeout)))
+    options = {"http": "camoe.serving:GuardedHttpToolsProtocol", "log_level": "warning",
+               "timeout_keep_alive": int(max(1, args.header_timeout))}
+    if args.workers > 1:  # one listening socket per worker process: connections spread over the workers
+        return run_workers(args.host, args.port, args.workers, options)
+    uvicorn.run("camoe.serving:app_from_env", factory=True, host=args.host, port=args.port, **options)
     return 0
 
 
@@ -727,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx"], default="onnx",
                    help="scoring backend (default: %(default)s)")
     p.add_argument("--workers", type=_int_in(1, 256), default=1,
-                   help="worker processes (uvicorn); one per core serves the most requests (default: %(default)s)")
+                   help="worker processes, each on its own SO_REUSEPORT socket (Linux) so connections spread over them; "
+                        "one per core serves the most requests (default: %(default)s)")
     p.add_argument("--threads", type=_int_in(1, 256), default=1,
                    help="intra-op threads of one scoring call (default: %(default)s)")
     p.add_argument("--concurrency", type=_int_in(1, 256), default=1,

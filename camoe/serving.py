@@ -25,7 +25,7 @@ Guards (defaults in ``ServiceLimits``; ``camoe serve --help`` sets them):
   connections (and file descriptors) open;
 * a client that disconnects before its body arrives is counted with status 499 and logged, never a 5xx;
 * scoring runs in a bounded thread pool (``concurrency`` calls at once per worker process); ``camoe serve --workers
-  N`` runs N processes (metrics are then merged through ``PROMETHEUS_MULTIPROC_DIR``).
+  N`` runs N processes (``run_workers``; metrics are then merged through ``PROMETHEUS_MULTIPROC_DIR``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
+import signal
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +55,7 @@ from camoe.scoring import Scorer
 from camoe.version import __version__
 
 __all__ = ["GuardedHttpToolsProtocol", "ScoreRequest", "ServiceLimits", "app_from_env", "create_app", "parse_request",
-           "wait_until_healthy"]
+           "run_workers", "wait_until_healthy"]
 
 log = logging.getLogger("camoe.serving")
 
@@ -457,3 +461,91 @@ def app_from_env() -> FastAPI:
     limits = options.get("limits", {})
     limits["require_features"] = tuple(limits.get("require_features", ()))
     return create_app(scorer, ServiceLimits(**limits))
+
+
+def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _serve_one_worker(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+    """One worker process: its own listening socket in the port's SO_REUSEPORT group, one uvicorn server."""
+    import uvicorn
+
+    sock = _listening_socket(host, port, reuse_port=True)
+    uvicorn.Server(uvicorn.Config("camoe.serving:app_from_env", factory=True, **uvicorn_options)).run(sockets=[sock])
+
+
+def run_workers(host: str, port: int, workers: int, uvicorn_options: dict[str, Any]) -> int:
+    """Serve ``app_from_env`` from ``workers`` processes, each listening on its own socket bound with SO_REUSEPORT.
+
+    uvicorn's own ``workers=N`` shares one listening socket, and whichever process wakes first accepts every
+    connection waiting in the backlog: a client pool that opens its 32 keep-alive connections at once was measured
+    with 31 of them on one worker of two (544 requests/s against 1,025 when balanced). With one socket per process
+    the kernel spreads connections over the workers by their address hash. A worker that dies is restarted; one that
+    fails within 5 s of its start stops the service (exit status 1). SIGTERM / SIGINT stop every worker.
+
+    Args:
+        host, port: the address (a fixed port: with port 0 every worker would get its own).
+        workers: N >= 2 processes.
+        uvicorn_options: keyword arguments of ``uvicorn.Config`` (http protocol, log level, keep-alive timeout).
+
+    Returns:
+        The exit status: 0 after SIGTERM / SIGINT, 1 when a worker could not start.
+
+    Raises:
+        ValueError: port 0, or a platform without SO_REUSEPORT load balancing (Linux only).
+        OSError: the port is already taken (checked before any worker starts).
+    """
+    if port == 0:
+        raise ValueError("--workers N needs a fixed --port (with port 0 each worker would listen on its own port)")
+    if not (sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")):
+        raise ValueError("camoe serve --workers N > 1 needs Linux (SO_REUSEPORT); run one worker per port instead")
+    # a plain bind fails if anything, another camoe service included, already listens here: never join its group
+    _listening_socket(host, port, reuse_port=False).close()
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> tuple[multiprocessing.process.BaseProcess, float]:
+        process = context.Process(target=_serve_one_worker, args=(host, port, uvicorn_options), daemon=False)
+        process.start()
+        return process, time.monotonic()
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    processes = [start() for _ in range(workers)]
+    status = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for i, (process, started) in enumerate(processes):
+                if process.is_alive() or stopping:
+                    continue
+                if time.monotonic() - started < 5.0:
+                    log.error("worker process %d exited with status %s while starting; stopping", process.pid,
+                              process.exitcode)
+                    status, stopping = 1, True
+                    break
+                log.warning("worker process %d exited with status %s; restarting it", process.pid, process.exitcode)
+                processes[i] = start()
+    finally:
+        for process, _ in processes:
+            if process.is_alive():
+                process.terminate()  # uvicorn shuts down gracefully on SIGTERM
+        deadline = time.monotonic() + 30
+        for process, _ in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status

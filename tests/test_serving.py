@@ -434,3 +434,20 @@ def test_two_worker_processes_serve_and_report_merged_metrics(tmp_path, b04_rows
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_worker_processes_refuse_port_zero_and_a_port_already_taken() -> None:
+    import socket
+
+    from camoe.serving import run_workers
+
+    with pytest.raises(ValueError, match="fixed --port"):
+        run_workers("127.0.0.1", 0, 2, {})
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError):  # never joins another listener's port, camoe's own included
+            run_workers("127.0.0.1", taken.getsockname()[1], 2, {})
+    finally:
+        taken.close()

@@ -185,11 +185,13 @@ class GroupedNorm(nn.Module):
         if self.kind == "layer":
             var, mean = torch.var_mean(x, dim=2, keepdim=True, unbiased=False)  # (G, B, 1)
         elif self.training and index is None and x.shape[1] > 1:
-            var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)  # (G, 1, n)
-            with torch.no_grad():
-                rows = x.shape[1]
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * rows / (rows - 1), self.momentum)
+            # torch's fused batch-norm kernel over (B, G·n): a view when x came from the shared-input GEMM
+            # (GroupedMLP's first layer), one copy otherwise; it also updates the running statistics in place
+            groups, rows, width = x.shape
+            out = nn.functional.batch_norm(
+                x.transpose(0, 1).reshape(rows, groups * width), self.running_mean.view(-1),
+                self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1), True, self.momentum, self.eps)
+            return out.view(rows, groups, width).transpose(0, 1)
         else:
             var, mean = pick(self.running_var), pick(self.running_mean)
         scale = pick(self.weight) * torch.rsqrt(var + self.eps)  # (G, 1|B, n)
