@@ -31,6 +31,7 @@ __all__ = [
     "category_value",
     "category_values",
     "column",
+    "multi_values",
     "columns_of",
     "format_names",
     "label_values",
@@ -139,6 +140,26 @@ def category_values(values: Iterable[Any]) -> list[str]:
     seen = _SEEN.get
     # "" (missing) is falsy, so it takes the full rule; only str / int / float are memoised (bool: True == 1)
     return [(type(v) in _MEMO_TYPES and seen(v)) or category_value(v) for v in values]
+
+
+_SEEN_MULTI: dict[tuple[str, str], tuple[str, ...]] = {}  # recent multi-valued cells (a request's context repeats)
+
+
+def multi_values(text: str, separator: str) -> tuple[str, ...]:
+    """The values of one separator-joined multi-valued cell: each normalised as ``category_value``, blanks dropped
+    ("a||b", " a|b " and "a|b" give ("a", "b")). Memoised (bounded): the service scores every candidate of a request
+    with the same context cells."""
+    key = (text, separator)
+    hit = _SEEN_MULTI.get(key)
+    if hit is not None:
+        return hit
+    whole = category_value(text)
+    out = tuple(v for v in category_values(whole.split(separator)) if v) if separator in whole else (
+        (whole,) if whole else ())
+    if len(_SEEN_MULTI) >= _SEEN_MAX:
+        _SEEN_MULTI.clear()
+    _SEEN_MULTI[key] = out
+    return out
 
 
 def _scalar_value(v: Any) -> str:

@@ -46,6 +46,7 @@ from camoe.data.columns import (
     category_values,
     column,
     columns_of,
+    multi_values,
     num_rows,
     numeric_values,
 )
@@ -146,44 +147,55 @@ def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.nda
     """Explode a multi-valued column: (row index, position in row, value string), positions < max_len.
 
     A cell is a separator-joined string or a list of values (a JSON list, a Parquet list column); values are
-    stripped as categorical values are (``category_value``) and blank values dropped, so "a||b", ["a", "", "b"]
-    and "a|b" hold the same two values.
+    normalised as categorical values are (``category_value``: stripped, "3.0" -> "3", missing tokens dropped) and
+    blank values dropped, so "a||b", ["a", "", "b"] and "a|b" hold the same two values. A column of hashable cells
+    is split once per distinct cell; a training frame, a Parquet batch and a service request give the same values.
     """
-    if isinstance(col, np.ndarray):
-        rows: list[int] = []
-        pos: list[int] = []
-        vals: list[str] = []
-        sep, max_len = spec.separator, spec.max_len
-        for i, cell in enumerate(col):
-            if isinstance(cell, (list, tuple, np.ndarray)):
-                try:
-                    items = category_values(cell)
-                except TypeError as err:
-                    raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
-            else:
-                text = category_value(cell)
-                items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
-            k = 0
-            for value in items:
-                if value:
-                    if k == max_len:
-                        break
-                    rows.append(i)
-                    pos.append(k)
-                    vals.append(value)
-                    k += 1
-        return np.array(rows, dtype=np.int64), np.array(pos, dtype=np.int64), np.array(vals, dtype=object)
-    text = col.astype("string").fillna("")
-    parts = text.str.split(spec.separator, regex=False)
-    values = parts.explode().astype("string").str.strip()
-    keep = (values != "").fillna(False).to_numpy(dtype=bool)
-    row_ids = np.repeat(np.arange(len(col)), parts.str.len().to_numpy())
-    row_ids, value_arr = row_ids[keep], values.to_numpy(dtype=object)[keep]
-    # position of each value within its row, counting kept values only
-    starts = np.r_[0, np.flatnonzero(np.diff(row_ids)) + 1] if len(row_ids) else np.zeros(0, dtype=np.int64)
-    position = np.arange(len(row_ids)) - np.repeat(starts, np.diff(np.r_[starts, len(row_ids)]))
-    inside = position < spec.max_len
-    return row_ids[inside], position[inside], value_arr[inside]
+    if isinstance(col, pd.Series):
+        try:
+            codes, uniques = pd.factorize(col, use_na_sentinel=True)  # (N,), (U,)
+        except TypeError:  # unhashable cells (lists): cell by cell
+            return _split_multi(col.to_numpy(dtype=object), spec)
+        u_rows, u_pos, u_vals = _split_multi(np.asarray(uniques, dtype=object), spec)
+        row_ids, src = _expand_distinct(codes, u_rows, len(uniques))
+        return row_ids, u_pos[src], u_vals[src]
+    rows: list[int] = []
+    pos: list[int] = []
+    vals: list[str] = []
+    sep, max_len = spec.separator, spec.max_len
+    for i, cell in enumerate(col):
+        if type(cell) is str:
+            items = multi_values(cell, sep)
+        elif isinstance(cell, (list, tuple, np.ndarray)):
+            try:
+                items = category_values(cell)
+            except TypeError as err:
+                raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
+        else:
+            text = category_value(cell)
+            items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
+        k = 0
+        for value in items:
+            if value:
+                if k == max_len:
+                    break
+                rows.append(i)
+                pos.append(k)
+                vals.append(value)
+                k += 1
+    return np.array(rows, dtype=np.int64), np.array(pos, dtype=np.int64), np.array(vals, dtype=object)
+
+
+def _expand_distinct(codes: np.ndarray, u_rows: np.ndarray, num_unique: int) -> tuple[np.ndarray, np.ndarray]:
+    """From the values of U distinct cells (``u_rows`` (V_u,): the distinct cell of each value, ascending) to the N
+    rows whose cell codes are ``codes`` (N,) (-1 = missing): (row index (V,), index into the distinct values (V,))."""
+    per_unique = np.bincount(u_rows, minlength=num_unique)  # (U,) values kept per distinct cell
+    offsets = np.r_[0, np.cumsum(per_unique)[:-1]].astype(np.int64)  # (U,)
+    present = codes >= 0
+    counts = np.where(present, per_unique[np.where(present, codes, 0)], 0)  # (N,)
+    row_ids = np.repeat(np.arange(len(codes)), counts)  # (V,)
+    within = np.arange(len(row_ids)) - np.repeat(np.cumsum(counts) - counts, counts)  # (V,) 0.. per row
+    return row_ids, np.repeat(offsets[np.where(present, codes, 0)], counts) + within
 
 
 def _repeats(col: pd.Series | np.ndarray) -> bool:
@@ -644,15 +656,9 @@ class FeatureEncoder:
             return row_ids, pos, self._encode_strings(spec, vals) if len(vals) else np.zeros(0, dtype=np.int64)
         assert isinstance(col, pd.Series)
         codes, uniques = pd.factorize(col, use_na_sentinel=True)  # (N,), (U,)
-        u_rows, u_pos, u_vals = _split_multi(pd.Series(uniques, dtype=col.dtype), spec)
+        u_rows, u_pos, u_vals = _split_multi(np.asarray(uniques, dtype=object), spec)
         u_ids = self._encode_strings(spec, u_vals) if len(u_vals) else np.zeros(0, dtype=np.int64)
-        per_unique = np.bincount(u_rows, minlength=len(uniques))  # (U,) values kept per distinct cell
-        offsets = np.r_[0, np.cumsum(per_unique)[:-1]].astype(np.int64)  # (U,)
-        present = codes >= 0
-        counts = np.where(present, per_unique[np.where(present, codes, 0)], 0)  # (N,)
-        row_ids = np.repeat(np.arange(len(col)), counts)  # (V,)
-        within = np.arange(len(row_ids)) - np.repeat(np.cumsum(counts) - counts, counts)  # (V,) 0.. per row
-        src = np.repeat(offsets[np.where(present, codes, 0)], counts) + within  # (V,) index into the distinct values
+        row_ids, src = _expand_distinct(codes, u_rows, len(uniques))  # (V,), (V,) into the distinct values
         return row_ids, u_pos[src], u_ids[src]
 
     def _encode_identity(

@@ -448,3 +448,18 @@ def test_integers_and_booleans_follow_one_rule_in_files_and_json(config_dict) ->
     assert got.oov_counts == {"hour": 0, "focus": 0}
     from_text = enc.transform(pd.DataFrame({"hour": ["2", "2.0", "2.00", "1"], "focus": ["1", "true", "1", "false"]}))
     np.testing.assert_array_equal(from_text.cat_ids, expected)
+
+
+def test_multi_valued_cells_encode_alike_from_a_frame_a_request_and_a_repeated_cell() -> None:
+    from camoe.data.columns import multi_values
+
+    schema = SchemaConfig(features=[{"name": "genres", "type": "multi_categorical", "separator": "|", "max_len": 3}])
+    cells = ["a||b", " a|b ", "", "3.0|x", "a|b|c|d", "solo", "a||b", None, "3|x"]
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"genres": cells * 3}), "train")
+    from_frame = encoder.transform(pd.DataFrame({"genres": cells}), "test").multi_ids
+    from_request = encoder.transform({"genres": cells}, "request").multi_ids
+    np.testing.assert_array_equal(from_frame, from_request)  # (N, 1, 3)
+    assert (from_frame[0] == from_frame[1]).all() and (from_frame[3] == from_frame[8]).all()  # "3.0" is "3"
+    assert (from_frame[2] == 0).all() and (from_frame[7] == 0).all()  # blank and missing cells: padding only
+    assert multi_values("a||b", "|") == ("a", "b") == multi_values("a||b", "|")  # memoised result, same answer
+    assert multi_values(" ", "|") == () and multi_values(" 3.0 ", "|") == ("3",)
