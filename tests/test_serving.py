@@ -335,7 +335,9 @@ def test_healthz_answers_while_a_large_request_scores(tmp_path) -> None:
             time.sleep(0.02)
         thread.join()
         assert done["seconds"] > 0.5 and len(latencies) >= 5  # the probes ran while the request scored
-        assert max(latencies) < 0.5, sorted(latencies)[-5:]
+        # scoring on the event loop would hold a probe for most of the request's time; a loaded machine (CI, other
+        # jobs) stretches both, so the bound scales with the request's own time
+        assert max(latencies) < max(0.5, done["seconds"] / 4), (done["seconds"], sorted(latencies)[-5:])
     finally:
         server.terminate()
         server.wait(timeout=30)
