@@ -837,12 +837,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as err:  # ConfigError, ArtifactError, CheckpointError too
         print(f"camoe {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: one line, and what to run to continue
+        if os.environ.get("CAMOE_DEBUG"):
+            raise
+        print(f"camoe {args.command}: interrupted. {RESUME_HINTS.get(args.command, '')}".rstrip(), file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - last resort: one line, not a traceback; CAMOE_DEBUG=1 re-raises
         if os.environ.get("CAMOE_DEBUG"):
             raise
         print(f"camoe {args.command}: error: {type(err).__name__}: {err} (set CAMOE_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 2
+
+
+RESUME_HINTS = {
+    "tune": "Finished trials are kept in the study; run the same command again to continue it.",
+    "train": "Run the same command with --resume to continue from the last checkpoint.",
+    "experiment": "Finished runs are cached; run the same command again to continue.",
+}
 
 
 if __name__ == "__main__":

@@ -220,3 +220,17 @@ def test_the_pooled_single_task_and_per_task_baselines_train_with_camoe_train(tr
     assert metrics["model_formats"]["display"] == ["display_homepage", "display_leaderboard"]  # modality grouping
     assert sum(m["rows"] for m in metrics["formats"].values()) == 1000  # every test row scored by its task's model
     assert sorted(p.name for p in (tmp_path / "per_task" / "tasks").iterdir()) == ["audio", "display", "video"]
+
+
+def test_ctrl_c_prints_one_line_with_how_to_continue_and_exits_130(monkeypatch, capsys, tmp_path) -> None:
+    import camoe.tuning
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(camoe.tuning, "tune", interrupted)
+    assert main(["tune", str(camoe.demo_config_path()), "--trials", "1", "--output", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == ("camoe tune: interrupted. Finished trials are kept in the study; run the same command "
+                           "again to continue it.")
