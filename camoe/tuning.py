@@ -163,7 +163,7 @@ def tune(
     if splits.valid is None:
         raise ValueError(f"{config}: tuning needs a validation split (data.split.valid_fraction > 0 or "
                          f"data.valid_path)")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # camoe prints every trial itself, failed ones with why
     study = optuna.create_study(
         study_name="camoe", storage=f"sqlite:///{(out / 'study.db').resolve()}", load_if_exists=True,
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
@@ -209,6 +209,9 @@ def tune(
 
     def announce(_study: Any, trial: Any) -> None:
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        reason = (getattr(trial, "system_attrs", None) or {}).get("fail_reason")
+        if reason:
+            value += f" ({reason})"
         say(f"trial {trial.number}: mean validation AUC-PR {value}  {trial.params}")
 
     run_before = len(study.trials)
