@@ -110,9 +110,9 @@ def save_artifact(
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: not valid UTF-8 JSON ({err}); the artifact was altered or corrupted") from None
 
 
 def load_artifact(folder: str | Path) -> ArtifactParts:

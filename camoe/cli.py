@@ -89,6 +89,17 @@ def _int_in(low: int, high: int) -> Any:
     return parse
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number), got '{text}'") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def _check_output_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {path} exists and is a file; give a folder path")
@@ -459,7 +470,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from camoe.pipeline import CTRPipeline
-    from camoe.serving import ServiceLimits, create_app, run_workers
+    from camoe.serving import ServiceLimits, check_port, create_app, run_workers
 
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_candidates=args.max_candidates,
                            require_features=tuple(args.require_features or ()), body_timeout_s=args.body_timeout,
@@ -473,6 +484,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["CAMOE_HEADER_TIMEOUT_S"] = str(args.header_timeout)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="camoe-metrics-")  # /metrics merges workers
+    if args.workers > 1 and args.port == 0:
+        raise ValueError("--workers N needs a fixed --port (with port 0 each worker would listen on its own port)")
+    check_port(args.host, args.port)
     _print(f"serving {args.artifact} on http://{args.host}:{args.port} with {args.workers} worker process(es), "
            f"{args.backend} backend (POST /v1/score, GET /healthz, /v1/metadata, /metrics)")
     options = {"http": "camoe.serving:GuardedHttpToolsProtocol", "log_level": "warning",
@@ -742,9 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-features", nargs="*", metavar="FEATURE",
                    help="candidates missing any of these features get 422 (default: none; missing values are imputed "
                         "and reported)")
-    p.add_argument("--body-timeout", type=float, default=10.0,
+    p.add_argument("--body-timeout", type=_seconds, default=10.0,
                    help="seconds for a request body to arrive, else 408 (default: %(default)s)")
-    p.add_argument("--header-timeout", type=float, default=10.0,
+    p.add_argument("--header-timeout", type=_seconds, default=10.0,
                    help="seconds for request headers to arrive, else the connection is closed (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
@@ -43,6 +43,11 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=(), allow_inf_nan=False)
+
+
+def _yaml_switch(value: object) -> object:
+    """YAML 1.1 reads a bare ``off`` as false (and ``on`` as true): read them back as the words the user wrote."""
+    return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
 
 
 class FeatureSpec(_Strict):
@@ -72,6 +77,7 @@ class FeatureSpec(_Strict):
     # numeric values outside the training range [min, max] when scoring: clip to it and count (clip), refuse the rows
     # (error), or pass them through (off); None = schema.clip
     clip: Literal["clip", "error", "off"] | None = None
+    _yaml_off = field_validator("clip", mode="before")(lambda v: _yaml_switch(v))
     # all types: "default" = missing token / imputation; "error" = refuse rows with missing values
     missing: Literal["default", "error"] = "default"
     # computed instead of read (camoe.data.derived): hour / day_of_week of schema.timestamp (categorical), or count =
@@ -111,6 +117,7 @@ class SchemaConfig(_Strict):
     user: str | None = None  # optional user id column: GAUC (per-user AUC) in the metrics
     # numeric values outside their training range at scoring time: clip (default, counted per feature) | error | off
     clip: Literal["clip", "error", "off"] = "clip"
+    _yaml_off = field_validator("clip", mode="before")(lambda v: _yaml_switch(v))
     features: list[FeatureSpec] = Field(min_length=1)  # the model's input columns, one entry each
 
     @model_validator(mode="after")

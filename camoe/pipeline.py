@@ -45,7 +45,7 @@ from camoe.evaluation.diagnostics import gate_summary, gate_warnings, identical_
 from camoe.evaluation.metrics import UndefinedMetricWarning, too_few_clicks
 from camoe.grouping import TaskLayout, build_task_layout
 from camoe.model import build_model
-from camoe.scoring import Scorer, evaluate_source, export_onnx
+from camoe.scoring import ScoreRangeError, Scorer, evaluate_source, export_onnx
 from camoe.scoring.module import ScoringModule
 from camoe.training.distributed import DistContext
 from camoe.training.checkpoint import RESUME_SAFE_KEYS, Checkpoint, CheckpointError, fingerprint_diff
@@ -404,8 +404,12 @@ class CTRPipeline:
             acc = BinnedMetrics(layout.formats, exact_max_rows=cfg.data.streaming.exact_metrics_max_rows)
             for batch in stream.batches(None):
                 assert batch.labels is not None
-                acc.update(batch.format_ids.numpy(), batch.labels.numpy(), scorer.score_batch(batch, source),
-                           source=source)
+                try:
+                    pctr = scorer.score_batch(batch, source)
+                except ScoreRangeError as err:  # on validation rows the usual cause is the model, not the inputs
+                    raise FloatingPointError(f"validation: {err}. If those inputs are ordinary, training diverged: "
+                                             f"lower train.learning_rate or the weight decay") from None
+                acc.update(batch.format_ids.numpy(), batch.labels.numpy(), pctr, source=source)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UndefinedMetricWarning)  # a task without clicks scores NaN
                 per_task = {t: acc.metrics([f for f, ft in layout.format_to_task.items() if ft == t], t,

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -55,7 +56,7 @@ from camoe.scoring import Scorer
 from camoe.version import __version__
 
 __all__ = ["GuardedHttpToolsProtocol", "ScoreRequest", "ServiceLimits", "app_from_env", "create_app", "parse_request",
-           "run_workers", "wait_until_healthy"]
+           "check_port", "run_workers", "wait_until_healthy"]
 
 log = logging.getLogger("camoe.serving")
 
@@ -114,6 +115,8 @@ def parse_request(raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]] | l
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         return _bad(["body"], f"invalid JSON: {err}", "json_invalid")
+    except RecursionError:  # arrays / objects nested deeper than the parser's stack: not a request, never a 500
+        return _bad(["body"], "invalid JSON: nested too deeply", "json_invalid")
     if not isinstance(body, dict):
         return _bad(["body"], f"expected a JSON object, got {type(body).__name__}", "model_type")
     context = body.get("context", {})
@@ -357,16 +360,16 @@ def create_app(scorer: Scorer, limits: ServiceLimits | None = None, **overrides:
                     unknown = sorted(set(cand) - feature_names - {"format"})
                     return _error(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
                 columns[name][i] = value  # the candidate's own value overrides the context's
-        for name in limits.require_features:
-            lacking = [i for i, v in enumerate(columns[name]) if v is None or v == "" or v == []]
-            if lacking:
-                return _error(422, f"required feature '{name}' is missing in candidates {lacking[:10]}"
-                                   f"{' ...' if len(lacking) > 10 else ''} (require_features: "
-                                   f"{list(limits.require_features)})")
         try:  # {column: N values}: encoded by the training encoder without building a DataFrame
             result = scorer.score(columns, "request")
         except ValueError as err:
             return _error(422, str(err))
+        for name in limits.require_features:  # missing as the encoder reads it: absent, null, "", "NA", NaN, " "...
+            lacking = np.flatnonzero(result.missing_rows[name]).tolist() if name in result.missing_rows else []
+            if lacking:
+                return _error(422, f"required feature '{name}' is missing in candidates {lacking[:10]}"
+                                   f"{' ...' if len(lacking) > 10 else ''} (require_features: "
+                                   f"{list(limits.require_features)})")
         scores = []
         for i, (fmt, p) in enumerate(zip(formats, result.pctr.tolist())):
             entry: dict[str, Any] = {"format": fmt, "task": layout.format_to_task[fmt], "pctr": p}
@@ -466,11 +469,27 @@ def app_from_env() -> FastAPI:
 def _listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind and release ``host:port`` with a plain socket (no SO_REUSEPORT), so a port in use fails before starting.
+
+    Raises:
+        ValueError: the address is in use or cannot be bound (naming it and the reason).
+    """
+    try:
+        _listening_socket(host, port, reuse_port=False).close()
+    except OSError as err:
+        raise ValueError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port or --host") from None
 
 
 def _serve_one_worker(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
@@ -500,14 +519,13 @@ def run_workers(host: str, port: int, workers: int, uvicorn_options: dict[str, A
 
     Raises:
         ValueError: port 0, or a platform without SO_REUSEPORT load balancing (Linux only).
-        OSError: the port is already taken (checked before any worker starts).
+        ValueError: the port is already taken (checked before any worker starts).
     """
     if port == 0:
         raise ValueError("--workers N needs a fixed --port (with port 0 each worker would listen on its own port)")
     if not (sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")):
         raise ValueError("camoe serve --workers N > 1 needs Linux (SO_REUSEPORT); run one worker per port instead")
-    # a plain bind fails if anything, another camoe service included, already listens here: never join its group
-    _listening_socket(host, port, reuse_port=False).close()
+    check_port(host, port)  # anything already listening there, another camoe service included: never join it
     context = multiprocessing.get_context("spawn")
     stopping = False
 

@@ -169,7 +169,36 @@ def test_inputs_that_overflow_the_model_are_clipped_or_refused_never_scored_nan(
     scores = pipe.scorer().score(rows, "rows.csv")  # default clip: scored at the top of the training range
     assert np.isfinite(scores.pctr).all() and scores.quality.clipped == {"bid_price": 1}
     pipe.config.schema.clip = "off"  # without the guard the overflow is refused, naming the feature
-    with pytest.raises(ValueError, match=r"non-finite pCTR.*'bid_price'"):
+    with pytest.raises(ValueError, match=r"non-finite or saturated pCTR.*'bid_price'"):
+        pipe.predict_proba(rows, source="rows.csv")
+
+
+def test_a_saturated_pctr_is_refused_like_a_nan_one_even_with_clipping_off(tmp_path: Path) -> None:
+    pipe, path = _fitted_on_csv(tmp_path)
+    rows = read_for_config(pipe.config, path)
+    pipe.config.schema.clip = "off"
+    for value in (-1e6, 1e18):  # finite, and finite after scaling; the logit is huge -> pCTR exactly 0 or 1
+        rows.loc[0, "bid_price"] = value
+        with pytest.raises(ValueError, match=r"saturated pCTR.*'bid_price'"):
+            pipe.predict_proba(rows, source="rows.csv")
+    scores = pipe.predict_proba(rows.iloc[1:], source="rows.csv")
+    assert ((scores > 0) & (scores < 1)).all()
+
+
+def test_a_numeric_feature_without_training_values_bounds_scoring_by_imputing(tmp_path: Path) -> None:
+    cfg = _config()
+    (tmp_path / "rows.csv").write_text(CSV)
+    train = read_for_config(cfg, tmp_path / "rows.csv")
+    train["bid_price"] = np.nan
+    with pytest.warns(UserWarning, match="numeric feature 'bid_price' has no value in the training rows"):
+        pipe = camoe.CTRPipeline(cfg).fit(train)
+    rows = train.copy()
+    rows["bid_price"] = [1e300, -1e300] + [0.5] * (len(rows) - 2)
+    scores = pipe.scorer().score(rows, "rows.csv")
+    assert scores.quality.clipped == {"bid_price": len(rows)}
+    assert np.allclose(scores.pctr, pipe.scorer().score(train, "rows.csv").pctr)  # as if missing: imputed
+    pipe.config.schema.clip = "error"
+    with pytest.raises(ValueError, match="had none in the training rows"):
         pipe.predict_proba(rows, source="rows.csv")
 
 
@@ -255,3 +284,16 @@ def test_out_of_range_values_are_clipped_counted_and_leave_in_range_rows_unchang
     pipe.config.schema.clip = "error"
     with pytest.raises(ValueError, match=r"'bid_price' has 2 values outside its training range"):
         pipe.predict_proba(wild)
+
+
+def test_yaml_off_for_clip_and_true_false_text_labels_follow_the_documented_rules() -> None:
+    import yaml
+
+    from camoe.data.columns import label_values
+
+    cfg = camoe.load_config(camoe.demo_config_path(), yaml.safe_load("schema: {clip: off}"))  # YAML reads off as false
+    assert cfg.schema.clip == "off"
+    labels = label_values({"click": ["true", " FALSE ", "1.0", 0, True]}, "click", "rows.csv")
+    assert labels.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match=r"rows.csv: label column 'click' must hold 0 or 1.*'yes': 1"):
+        label_values({"click": ["yes", "1"]}, "click", "rows.csv")

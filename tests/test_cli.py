@@ -234,3 +234,10 @@ def test_ctrl_c_prints_one_line_with_how_to_continue_and_exits_130(monkeypatch, 
     assert "Traceback" not in err
     assert err.strip() == ("camoe tune: interrupted. Finished trials are kept in the study; run the same command "
                            "again to continue it.")
+
+
+def test_serve_refuses_timeouts_that_are_not_a_positive_number_of_seconds(capsys) -> None:
+    for option, value in (("--header-timeout", "-1"), ("--body-timeout", "0"), ("--body-timeout", "nan")):
+        with pytest.raises(SystemExit) as stop:
+            main(["serve", "runs/none", option, value])
+        assert stop.value.code == 2 and "positive number of seconds" in capsys.readouterr().err

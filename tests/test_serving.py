@@ -169,8 +169,20 @@ def test_missing_features_are_reported_per_candidate_and_can_be_required(make_co
     assert r.status_code == 422 and "'bid_price' is missing in candidates [1]" in r.text
     assert strict.post("/v1/score", json={"context": {"device": "ios"},
                                           "candidates": [{"format": "audio", "bid_price": 0.3}]}).status_code == 200
+    for spelled_missing in ("NA", "null", " ", "n/a"):  # missing as the encoder reads it, whatever the spelling
+        r = strict.post("/v1/score", json={"context": {"device": "ios"},
+                                           "candidates": [{"format": "audio", "bid_price": spelled_missing}]})
+        assert r.status_code == 422 and "'bid_price' is missing in candidates [0]" in r.text, spelled_missing
+    r = strict.post("/v1/score", json={"context": {"device": "  "}, "candidates": [{"format": "audio", "bid_price": 1}]})
+    assert r.status_code == 422 and "'device' is missing" in r.text
     with pytest.raises(ValueError, match="not features of the model"):
         create_app(pipe.scorer(), require_features=("age",))
+
+
+def test_json_nested_deeper_than_the_parser_allows_is_a_422_not_a_500(client: TestClient) -> None:
+    deep = '{"context": {"device": ' + "[" * 1500 + "]" * 1500 + '}, "candidates": [{"format": "audio"}]}'
+    r = client.post("/v1/score", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "nested too deeply" in r.text
 
 
 def test_metrics_count_input_quality_per_feature_and_pctr_per_task(client: TestClient) -> None:
@@ -449,7 +461,7 @@ def test_worker_processes_refuse_port_zero_and_a_port_already_taken() -> None:
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     try:
-        with pytest.raises(OSError):  # never joins another listener's port, camoe's own included
+        with pytest.raises(ValueError, match="cannot listen on"):  # never joins another listener's port
             run_workers("127.0.0.1", taken.getsockname()[1], 2, {})
     finally:
         taken.close()

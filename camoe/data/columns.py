@@ -281,7 +281,8 @@ def _finite_or_missing(values: np.ndarray, name: str, source: str) -> np.ndarray
 
 
 def label_values(rows: Rows, name: str, source: str) -> np.ndarray:
-    """The click column as (N,) float32 in {0, 1}.
+    """The click column as (N,) float32 in {0, 1}: 0 / 1 as numbers, numeric text ("1.0"), booleans or "true" /
+    "false" text.
 
     Raises:
         ValueError: the column is missing, or holds values other than 0 / 1 (with counts of the bad values).
@@ -290,7 +291,11 @@ def label_values(rows: Rows, name: str, source: str) -> np.ndarray:
     if name not in present:
         raise ValueError(f"{source}: label column '{name}' not found (schema.label); columns: {present}")
     raw = pd.Series(column(rows, name))
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    text = ~np.isin(values, (0.0, 1.0)) & raw.notna().to_numpy()
+    if text.any():  # "true" / "false" text (any case) counts as 1 / 0, as booleans do in Parquet and JSON
+        words = raw[text].astype(str).str.strip().str.lower()
+        values[text] = words.map({"true": 1.0, "false": 0.0}).to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isin(values, (0.0, 1.0))
     if bad.any():
         counts = raw[bad].astype(object).where(raw[bad].notna(), "<missing>").astype(str).value_counts().head(5).to_dict()

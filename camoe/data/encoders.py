@@ -485,6 +485,10 @@ class EncoderFit:
                 }
                 enc.fill_[spec.name] = (float(_transform_raw(spec, np.array([spec.fill_value]))[0])
                                         if spec.fill_value is not None else mean)
+                if not raw.n:
+                    warnings.warn(f"{source}: numeric feature '{spec.name}' has no value in the training rows: it is "
+                                  f"imputed in every row, and values met when scoring (no training range bounds "
+                                  f"them) are imputed too and counted as clipped")
                 largest = max(abs(m.min), abs(m.max)) if m.n else 0.0
                 if spec.transform == "none" and largest > 1e3:
                     warnings.warn(
@@ -754,7 +758,7 @@ class FeatureEncoder:
             missing = ~np.isfinite(raw)
             _check_missing_policy(spec, int(missing.sum()), source)
             raw, clipped[spec.name] = self._guard_range(spec, raw, missing, source)
-            x = np.where(missing, self.fill_[spec.name], _transform_raw(spec, raw))
+            x = np.where(missing | np.isnan(raw), self.fill_[spec.name], _transform_raw(spec, raw))
             with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is checked and named below
                 dense[:, col_index] = (x - self.mean_[spec.name]) / self.std_[spec.name]
             missing_counts[spec.name] = int(missing.sum())
@@ -778,8 +782,14 @@ class FeatureEncoder:
         """
         mode = spec.clip or self.schema.clip
         bounds = self.range_.get(spec.name)
-        if mode == "off" or not bounds or bounds.get("min") is None:
+        if mode == "off" or not bounds:
             return raw, 0
+        if bounds.get("min") is None:  # no training value at all: nothing bounds a value met now
+            count = int((~missing).sum())
+            if count and mode == "error":
+                raise ValueError(f"{source}: numeric feature '{spec.name}' has {count} values but had none in the "
+                                 f"training rows, so it has no training range; retrain with values, or set clip: clip")
+            return (np.where(missing, raw, np.nan), count) if count else (raw, 0)  # NaN: imputed by the caller
         lo, hi = float(bounds["min"]), float(bounds["max"])
         with np.errstate(invalid="ignore"):
             outside = ~missing & ((raw < lo) | (raw > hi))

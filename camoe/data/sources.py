@@ -147,13 +147,18 @@ class FrameSource:
         rng: np.random.Generator | None = None,
     ) -> Iterator[pd.DataFrame]:
         frame = self.frame
+        wanted = list(dict.fromkeys(columns)) if columns is not None else []
+        missing = [c for c in wanted + ([where.column] if where is not None and where.column else [])
+                   if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.name}: missing column(s) {sorted(set(missing))}; columns present: {self.columns}")
         if where is not None:
             values = frame[where.column] if where.column is not None else pd.Series(np.zeros(len(frame)))
             mask = where.keep(values, 0, self.name)
             if not mask.all():
                 frame = frame.loc[mask]
         if columns is not None:
-            frame = frame[list(dict.fromkeys(columns))]
+            frame = frame[wanted]
         if len(frame):
             yield frame
 

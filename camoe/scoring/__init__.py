@@ -3,10 +3,11 @@
 from camoe.scoring.jobs import evaluate_source, write_predictions
 from camoe.scoring.module import ScoringModule, correct_downsampling
 from camoe.scoring.onnx import OnnxBackend, export_onnx
-from camoe.scoring.scorer import Scorer, Scores, TorchBackend
+from camoe.scoring.scorer import ScoreRangeError, Scorer, Scores, TorchBackend
 
 __all__ = [
     "OnnxBackend",
+    "ScoreRangeError",
     "Scorer",
     "Scores",
     "ScoringModule",

@@ -35,9 +35,13 @@ from camoe.data.encoders import FeatureEncoder, InputQuality
 from camoe.grouping import TaskLayout
 from camoe.scoring.module import ScoringModule
 
-__all__ = ["Scorer", "Scores", "TorchBackend"]
+__all__ = ["ScoreRangeError", "Scorer", "Scores", "TorchBackend"]
 
 FORWARD_ROWS = 65_536  # rows per forward pass: bounds the activations of large inputs
+
+
+class ScoreRangeError(ValueError):
+    """Rows whose model pCTR is NaN, infinite or saturated (exactly 0 or 1); the message names the extreme feature."""
 
 
 @dataclass
@@ -140,8 +144,8 @@ class Scorer:
         """(B,) calibrated own-task pCTR of encoded rows.
 
         Raises:
-            ValueError: a pCTR is not finite (the message names the rows' numeric feature with the largest
-                standardised value).
+            ValueError: a pCTR is not finite or is saturated (exactly 0 or 1) (the message names the rows' numeric
+                feature with the largest standardised value).
         """
         parts = [self.backend(batch.select(slice(s, s + FORWARD_ROWS))) for s in range(0, len(batch), FORWARD_ROWS)]
         pctr = np.concatenate(parts) if parts else np.zeros(0)
@@ -179,7 +183,9 @@ class Scorer:
         return probs if self.calibration is None else self.calibration.apply_matrix(probs, self.layout.tasks)
 
     def _check_finite(self, pctr: np.ndarray, batch: Batch, source: str) -> None:
-        bad = ~np.isfinite(pctr)
+        """Refuse non-finite and saturated (exactly 0 or 1: a logit beyond about ±17 in float32) model pCTRs."""
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(pctr) | (pctr <= 0.0) | (pctr >= 1.0)
         if bad.ndim == 2:
             bad = bad.any(axis=1)
         if not bad.any():
@@ -191,5 +197,5 @@ class Scorer:
             col = int(np.abs(dense).max(axis=0).argmax())
             worst = (f"; numeric feature '{names[col]}' reaches {float(np.abs(dense[:, col]).max()):.3g} training "
                      f"standard deviations from its mean in those rows")
-        raise ValueError(f"{source}: {int(bad.sum())} rows give a non-finite pCTR (the inputs overflow the model)"
-                         f"{worst}; fix or clip those values")
+        raise ScoreRangeError(f"{source}: {int(bad.sum())} rows give a non-finite or saturated pCTR (NaN, inf, exactly "
+                         f"0 or 1: the inputs overflow the model){worst}; fix or clip those values (schema.clip)")

@@ -123,8 +123,11 @@ class Checkpoint:
         _, digest, length = _HEADER.unpack_from(raw)
         data = raw[_HEADER.size :]
         if len(data) != length:
-            raise CheckpointError(f"{path}: the checkpoint is truncated ({len(data):,} of {length:,} payload bytes); "
-                                  f"the run was interrupted while copying it, or the disk is full")
+            if len(data) < length:
+                raise CheckpointError(f"{path}: the checkpoint is truncated ({len(data):,} of {length:,} payload "
+                                      f"bytes); the run was interrupted while copying it, or the disk is full")
+            raise CheckpointError(f"{path}: the checkpoint has {len(data) - length:,} bytes after its "
+                                  f"{length:,}-byte payload; the file was altered after it was written")
         if hashlib.sha256(data).digest() != digest:
             raise CheckpointError(f"{path}: the checkpoint's checksum does not match its content (the file was "
                                   f"altered or corrupted after it was written); delete it to start fresh")

@@ -61,6 +61,10 @@ def test_truncated_and_empty_checkpoints_are_refused_naming_the_file(run, capsys
     assert _resume(run, b"", tag="empty") == 2
     err = capsys.readouterr().err
     assert "empty/checkpoints/last.pt" in err and "empty (0 bytes)" in err
+    extended = run["tmp"] / "extended.pt"
+    extended.write_bytes(data + b"\0\0\0\0")
+    with pytest.raises(CheckpointError, match="extended.pt: the checkpoint has 4 bytes after its"):
+        Checkpoint.load(extended)
     with pytest.raises(CheckpointError, match="not a camoe training checkpoint"):
         other = run["tmp"] / "foreign.pt"
         other.write_bytes(b"PK\x03\x04" + bytes(100))  # a zip (e.g. a plain torch.save) is not accepted
