@@ -104,14 +104,16 @@ def gate_diagnostics(
 
 def run_fingerprint(cfg: RunConfig, encoder: FeatureEncoder, counts: FormatCounts) -> dict[str, Any]:
     """What a training checkpoint belongs to: the run config and a summary of the training rows (rows and clicks
-    per format, numeric statistics, vocabulary sizes and a digest of the vocabularies)."""
+    per format, numeric statistics, vocabulary sizes, a digest of the vocabularies and a content digest of every
+    training row's input columns, so one changed cell is a different run)."""
     state = encoder.state_dict()
     vocab = hashlib.sha256(json.dumps(state["vocab"], sort_keys=True).encode()).hexdigest()[:16]
     config = cfg.to_dict()
     return {"config": config, "data": {
         "rows": counts.total, "formats": {f: [counts.rows[f], counts.clicks[f]] for f in sorted(counts.rows)},
         "numeric": {name: [state["mean"][name], state["std"][name]] for name in sorted(state["mean"])},
-        "vocabulary_sizes": {name: len(v) for name, v in sorted(state["vocab"].items())}, "vocabularies": vocab}}
+        "vocabulary_sizes": {name: len(v) for name, v in sorted(state["vocab"].items())}, "vocabularies": vocab,
+        "content": f"{counts.digest:016x}"}}
 
 
 def resume_checkpoint(
@@ -203,6 +205,7 @@ class CTRPipeline:
             raise ValueError(f"{source}: missing column(s) {missing}; columns present: {rows.columns}")
         for chunk in rows.chunks(columns):
             counts.add(format_names(chunk, cfg.schema.format, source), label_values(chunk, cfg.schema.label, source))
+            counts.add_digest(chunk)
             fit.add(chunk, source)
         if counts.total == 0:
             raise ValueError(f"{source}: no rows")

@@ -376,6 +376,15 @@ class FormatCounts:
 
     rows: dict[str, int] = field(default_factory=dict)
     clicks: dict[str, float] = field(default_factory=dict)
+    digest: int = 0  # sum of the counted rows' content hashes mod 2^64 (``add_digest``): any changed cell changes it
+
+    def add_digest(self, frame: pd.DataFrame) -> None:
+        """Fold the content of the counted rows into ``digest``: a 64-bit hash per row (every column's value), summed
+        mod 2^64, so the result does not depend on how the rows were cut into chunks or in which order they came."""
+        if len(frame):
+            row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+            with np.errstate(over="ignore"):
+                self.digest = int((np.uint64(self.digest) + row_hashes.sum(dtype=np.uint64)) & np.uint64(2**64 - 1))
 
     def add(self, formats: np.ndarray, labels: np.ndarray) -> None:
         """Count (N,) format names and (N,) clicks."""

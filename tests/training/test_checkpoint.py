@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import camoe
@@ -92,6 +93,16 @@ def test_resume_with_a_changed_data_file_is_refused_with_the_diff(run, capsys) -
     assert code == 2
     err = capsys.readouterr().err
     assert "--resume refused" in err and "data.formats.audio_music" in err and "data.numeric.bid_price" in err
+    one_cell = run["tmp"] / "one_cell.parquet"  # the same log with one training row's device changed
+    log = pd.read_parquet(run["log"])
+    first = int(log["ts"].to_numpy().argmin())
+    log.loc[first, "device"] = "android" if log.loc[first, "device"] != "android" else "ios"
+    log.to_parquet(one_cell)
+    code = _resume(run, run["checkpoint"].read_bytes(), "--set", f"data.path={one_cell}", "--allow-change",
+                   "train.max_steps", tag="one-cell")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--resume refused" in err and "data.content" in err
 
 
 def test_resume_says_where_it_restarts_before_training_and_accepts_allowed_changes(run, capsys) -> None:
