@@ -29,8 +29,10 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -159,31 +161,28 @@ def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.nda
         u_rows, u_pos, u_vals = _split_multi(np.asarray(uniques, dtype=object), spec)
         row_ids, src = _expand_distinct(codes, u_rows, len(uniques))
         return row_ids, u_pos[src], u_vals[src]
-    rows: list[int] = []
-    pos: list[int] = []
-    vals: list[str] = []
     sep, max_len = spec.separator, spec.max_len
+    kept: list[Sequence[str]] = []  # per cell: its non-blank values, the first max_len
     for i, cell in enumerate(col):
         if type(cell) is str:
-            items = multi_values(cell, sep)
-        elif isinstance(cell, (list, tuple, np.ndarray)):
-            try:
-                items = category_values(cell)
-            except TypeError as err:
-                raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
+            items: Sequence[str] = multi_values(cell, sep)  # memoised, blanks already dropped
         else:
-            text = category_value(cell)
-            items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
-        k = 0
-        for value in items:
-            if value:
-                if k == max_len:
-                    break
-                rows.append(i)
-                pos.append(k)
-                vals.append(value)
-                k += 1
-    return np.array(rows, dtype=np.int64), np.array(pos, dtype=np.int64), np.array(vals, dtype=object)
+            if isinstance(cell, (list, tuple, np.ndarray)):
+                try:
+                    items = category_values(cell)
+                except TypeError as err:
+                    raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
+            else:
+                text = category_value(cell)
+                items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
+            items = [v for v in items if v]
+        kept.append(items[:max_len])
+    counts = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))  # (N,)
+    rows = np.repeat(np.arange(len(kept), dtype=np.int64), counts)  # (V,)
+    pos = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)  # (V,)
+    vals = np.empty(len(rows), dtype=object)
+    vals[:] = list(itertools.chain.from_iterable(kept))
+    return rows, pos, vals
 
 
 def _expand_distinct(codes: np.ndarray, u_rows: np.ndarray, num_unique: int) -> tuple[np.ndarray, np.ndarray]:
