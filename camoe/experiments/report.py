@@ -16,8 +16,6 @@ Definitions used in the tables:
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import re
@@ -35,6 +33,7 @@ from camoe.evaluation.metrics import binary_metrics
 from camoe.calibration import PosthocCalibration, reliability_points
 from camoe.experiments.pareto import pareto_front
 from camoe.evaluation.plots import plot_gate_heatmap, plot_pareto_pairs, plot_reliability
+from camoe.evaluation.report import render_html
 from camoe.experiments.spec import ConfigurationSpec, ExperimentConfig, RunSpec
 from camoe.experiments.stats import bootstrap_statistic, mean_std, percentile_interval
 
@@ -534,27 +533,6 @@ def _render_md(blocks: list[Block], base: Path) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _render_html(blocks: list[Block], title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:sans-serif;margin:2em;max-width:1500px} table{border-collapse:collapse;font-size:12px;"
-             "margin:0.5em 0} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f3f3}"
-             "img{max-width:100%;border:1px solid #eee;margin:4px 0}</style></head><body>"]
-    for kind, value in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{html.escape(value)}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{html.escape(value)}</p>")
-        elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in value) + "</ul>")
-        elif kind == "table":
-            parts.append(value.to_html(na_rep="", escape=True))
-        elif kind == "img":
-            data = base64.b64encode(value.read_bytes()).decode("ascii")
-            parts.append(f"<div><img alt='{html.escape(value.stem)}' src='data:image/png;base64,{data}'></div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def write_report(
     exp: ExperimentConfig,
     configurations: list[ConfigurationSpec],
@@ -615,5 +593,5 @@ def write_report(
     md = report_dir / "report.md"
     md.write_text(_render_md(blocks, report_dir))
     index = report_dir / "index.html"
-    index.write_text(_render_html(blocks, f"camoe experiment {exp.name}"))
+    index.write_text(render_html(blocks, f"camoe experiment {exp.name}"))
     return [*files, md, index]

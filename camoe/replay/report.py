@@ -11,8 +11,6 @@ requests). The paper reports its online result in this form: "audio CTR +14.5%, 
 
 from __future__ import annotations
 
-import base64
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from camoe.files import write_bytes, write_json
+from camoe.evaluation.report import render_html
 from camoe.replay.engine import LOGGED, ReplayResult
 
 __all__ = ["format_lifts", "format_tables", "lift_table", "paper_form", "policy_table", "write_replay_report"]
@@ -299,30 +298,6 @@ def plot_calibration(result: ReplayResult, pairs: Sequence[tuple[str, str]], pat
 
 
 # ---------------------------------------------------------------------------------------------------- files
-def _html(blocks: list[tuple[str, Any]], title: str) -> str:
-    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-              "body{font-family:sans-serif;margin:2em;max-width:1500px} table{border-collapse:collapse;"
-              "font-size:12px;margin:0.5em 0} td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} "
-              "th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee;margin:4px 0} pre{font-size:12px;"
-              "background:#fafafa;padding:8px}</style></head><body>")]
-    for kind, value in blocks:
-        if kind in ("h1", "h2"):
-            parts.append(f"<{kind}>{html.escape(value)}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{html.escape(value)}</p>")
-        elif kind == "pre":
-            parts.append(f"<pre>{html.escape(value)}</pre>")
-        elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in value) + "</ul>")
-        elif kind == "table":
-            parts.append(value.to_html(na_rep="", escape=True))
-        elif kind == "img":
-            data = base64.b64encode(value.read_bytes()).decode("ascii")
-            parts.append(f"<div><img alt='{html.escape(value.stem)}' src='data:image/png;base64,{data}'></div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
@@ -387,5 +362,5 @@ def write_replay_report(
                           "format whose pCTRs are shifted up or down wins more or fewer requests.")),
                    ("table", calibration_table(result, calibration_pairs)), ("img", cal_image)]
     page = out / "replay.html"
-    write_bytes(page, _html(blocks, f"camoe replay {result.log}").encode("utf-8"))
+    write_bytes(page, render_html(blocks, f"camoe replay {result.log}").encode("utf-8"))
     return [*files, page, *images, *lift_images, *([cal_image] if cal_image else [])]
