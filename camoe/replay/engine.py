@@ -454,6 +454,15 @@ def replay(
                                   chk.p_true_rows[w] if chk.p_true_rows is not None else None)
             sums[m.name].add(np.where(filled, fmt[w], k), terms, weights)
 
+    def finish(done: tuple[int, pd.DataFrame, _Checked, np.ndarray, list[Any]], requests: int,
+               candidates: int) -> tuple[int, int]:
+        """Measure a scored chunk; returns the requests and candidates counted so far, after reporting progress."""
+        measure(*done)
+        requests, candidates = requests + len(done[2].starts), candidates + len(done[1])
+        if progress is not None:
+            progress(candidates, total_rows)
+        return requests, candidates
+
     # scoring runs in ``workers`` threads (ONNX Runtime and most of the encoding release the GIL), so reading,
     # encoding and the forward pass of consecutive chunks overlap; everything else stays in chunk order
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
@@ -466,20 +475,10 @@ def replay(
             jobs: list[Any] = [pool.submit(score, m, frame, known[m.name][fmt]) if pool else
                                score(m, frame, known[m.name][fmt]) for m in models]
             pending.append((chunk_no, frame, chk, fmt, jobs))
-            while len(pending) > max(workers - 1, 0):
-                done = pending.popleft()
-                measure(*done)
-                requests += len(done[2].starts)
-                candidates += len(done[1])
-                if progress is not None:
-                    progress(candidates, total_rows)
+            while len(pending) > max(workers - 1, 0):  # keep workers - 1 chunks scoring while this one is measured
+                requests, candidates = finish(pending.popleft(), requests, candidates)
         while pending:
-            done = pending.popleft()
-            measure(*done)
-            requests += len(done[2].starts)
-            candidates += len(done[1])
-            if progress is not None:
-                progress(candidates, total_rows)
+            requests, candidates = finish(pending.popleft(), requests, candidates)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
