@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from camoe.config import GroupingConfig
 
 __all__ = ["TaskLayout", "build_task_layout"]
 
+_SMALL = 4096  # up to this many rows (a scoring request), formats are looked up row by row
 _ATTRIBUTE_OF_STRATEGY = {"modality": "modality", "content": "content", "slot": "slot"}
 
 
@@ -48,10 +51,16 @@ class TaskLayout:
     mask: np.ndarray = field(repr=False)  # (K, T) float32 in [0, 1]
     strategy: str = "explicit"
 
-    @property
+    @cached_property
     def format_task_index(self) -> np.ndarray:
-        """(K,) int64: task index of each format, in ``formats`` order."""
-        return np.array([self.tasks.index(self.format_to_task[f]) for f in self.formats], dtype=np.int64)
+        """(K,) int64: task index of each format, in ``formats`` order (read-only)."""
+        index = np.array([self.tasks.index(self.format_to_task[f]) for f in self.formats], dtype=np.int64)
+        index.flags.writeable = False
+        return index
+
+    @cached_property
+    def _format_lookup(self) -> dict[str, int]:
+        return {f: i for i, f in enumerate(self.formats)}
 
     def format_index(self, values: np.ndarray, where: str = "data") -> np.ndarray:
         """Map format names to indices into ``formats``.
@@ -63,8 +72,14 @@ class TaskLayout:
         Raises:
             ValueError: a value is not a known format; the message lists the known formats and counts.
         """
-        lookup = {f: i for i, f in enumerate(self.formats)}
-        names = _as_str(values)
+        lookup = self._format_lookup
+        codes = None
+        if len(values) <= _SMALL:  # a scoring request: a dict lookup per row beats sorting the strings
+            codes = np.fromiter(map(lookup.get, np.asarray(values).tolist(), itertools.repeat(-1)), dtype=np.int64,
+                                count=len(values))
+        if codes is not None and (codes >= 0).all():
+            return codes
+        names = _as_str(values)  # non-string names (e.g. numbers) are matched by their text
         uniques, inverse = np.unique(names, return_inverse=True)
         codes = np.array([lookup.get(u, -1) for u in uniques], dtype=np.int64)[inverse.reshape(-1)]
         if (codes < 0).any():

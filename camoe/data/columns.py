@@ -239,7 +239,7 @@ def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.nd
         if kinds:
             raise ValueError(f"{source}: numeric feature '{name}' holds {kinds} values; expected one number per row")
         try:  # Python numbers / None (a scoring request): one C-level conversion
-            values = np.array([np.nan if v is None else v for v in col], dtype=np.float64).reshape(len(col))
+            values = np.array(col.tolist(), dtype=np.float64).reshape(len(col))  # None -> NaN
         except OverflowError:
             raise ValueError(f"{source}: numeric feature '{name}' holds an integer beyond the float64 range") from None
         except (TypeError, ValueError):
@@ -267,6 +267,27 @@ def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.nd
             f"in {int(overflow.sum())} rows; expected finite numbers, or empty / NaN for missing"
         )
     return values
+
+
+def numeric_block(columns: Sequence[Sequence[Any]], names: Sequence[str], source: str) -> np.ndarray:
+    """K numeric columns of N Python values each (a scoring request) as (N, K) float64, NaN where missing.
+
+    One conversion for all K columns under ``numeric_values``' rule for Python values (numbers, numeric text,
+    booleans, None as missing); when any column breaks the rule, the columns go through ``numeric_values`` one by
+    one, which raises naming the column.
+
+    Raises:
+        ValueError: as ``numeric_values``.
+    """
+    n = len(columns[0]) if columns else 0
+    try:
+        block = np.array(columns, dtype=np.float64)  # (K, N); None -> NaN
+    except (TypeError, ValueError, OverflowError):
+        block = None
+    if block is None or block.shape != (len(columns), n) or np.isinf(block).any():
+        block = np.array([numeric_values(column({name: c}, name), name, source)
+                          for c, name in zip(columns, names)]).reshape(len(columns), n)
+    return block.T
 
 
 def _finite_or_missing(values: np.ndarray, name: str, source: str) -> np.ndarray:

@@ -49,6 +49,7 @@ from camoe.data.columns import (
     column,
     columns_of,
     multi_values,
+    numeric_block,
     num_rows,
     numeric_values,
 )
@@ -177,12 +178,18 @@ def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.nda
                 items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
             items = [v for v in items if v]
         kept.append(items[:max_len])
-    counts = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))  # (N,)
-    rows = np.repeat(np.arange(len(kept), dtype=np.int64), counts)  # (V,)
-    pos = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)  # (V,)
+    rows, pos = _ragged(kept)
     vals = np.empty(len(rows), dtype=object)
     vals[:] = list(itertools.chain.from_iterable(kept))
     return rows, pos, vals
+
+
+def _ragged(cells: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(row index (V,), position in row (V,)) of the V values of N variable-length cells, in cell order."""
+    counts = np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))  # (N,)
+    rows = np.repeat(np.arange(len(cells), dtype=np.int64), counts)  # (V,)
+    pos = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)  # (V,)
+    return rows, pos
 
 
 def _expand_distinct(codes: np.ndarray, u_rows: np.ndarray, num_unique: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,12 +210,34 @@ def _repeats(col: pd.Series | np.ndarray) -> bool:
     return isinstance(col, pd.Series) and len(col) > _SMALL and col.dtype != object
 
 
-def _transform_raw(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
-    """Numeric values before standardisation: NaN for missing / non-finite, then ``log`` = sign(x)·log1p(|x|)."""
+def _transform_raw(log: bool | np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Numeric values before standardisation: NaN for missing / non-finite, then ``log`` = sign(x)·log1p(|x|).
+
+    ``log``: whether the feature's transform is ``log``: one flag for a column, or (K,) flags for (N, K) columns.
+    """
     x = np.where(np.isfinite(x), x, np.nan)
-    if spec.transform == "log":
-        return np.sign(x) * np.log1p(np.abs(x))
+    if np.any(log):
+        return np.where(log, np.sign(x) * np.log1p(np.abs(x)), x)
     return x
+
+
+@dataclass(frozen=True)
+class _NumericPlan:
+    """Per-feature constants of the numeric columns as (K,) arrays, so a chunk's K columns are guarded, transformed
+    and standardised at once (``FeatureEncoder.transform``)."""
+
+    modes: tuple[str, ...]  # (K,) the range rule each was built for
+    lo: np.ndarray  # (K,) training minimum (-inf where the guard is off)
+    hi: np.ndarray  # (K,) training maximum (+inf where the guard is off)
+    unbounded: np.ndarray  # (K,) bool: guarded but no training value, so every present value is out of range
+    error: np.ndarray  # (K,) bool: ``clip: error``
+    log: np.ndarray  # (K,) bool: ``transform: log``
+    fill: np.ndarray  # (K,) imputed value (transformed scale)
+    mean: np.ndarray  # (K,)
+    std: np.ndarray  # (K,)
+    value_cols: np.ndarray  # (K,) column of each feature in the dense block
+    indicator_cols: np.ndarray  # (I,) columns of the missing indicators
+    indicator_of: np.ndarray  # (I,) the feature (0..K-1) of each indicator
 
 
 def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> None:
@@ -222,14 +251,14 @@ def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> Non
 
 
 def _check_columns(features: list[FeatureSpec], rows: Rows, source: str, timestamp: str | None = None) -> None:
-    present = columns_of(rows)
+    present = set(columns_of(rows)) if isinstance(rows, pd.DataFrame) else rows  # a mapping: its keys
     needed = [f.key if f.derive == "count" else f.name for f in features if f.derive != "hour" and
               f.derive != "day_of_week"]
     if timestamp and any(f.derive for f in features) and isinstance(rows, pd.DataFrame):
         needed.append(timestamp)  # a request ({column: values}) without it is stamped with the time it is scored
     missing = [name for name in dict.fromkeys(needed) if name and name not in present]
     if missing:
-        raise ValueError(f"{source}: missing feature column(s) {missing}; columns present: {present}")
+        raise ValueError(f"{source}: missing feature column(s) {missing}; columns present: {columns_of(rows)}")
 
 
 def _derived_columns(features: list[FeatureSpec], schema: SchemaConfig, rows: Rows, source: str,
@@ -427,7 +456,7 @@ class EncoderFit:
             col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
             if spec.type == "numeric":
                 raw = numeric_values(col, spec.name, source)
-                x = _transform_raw(spec, raw)
+                x = _transform_raw(spec.transform == "log", raw)
                 finite = np.isfinite(x)
                 _check_missing_policy(spec, int((~finite).sum()), source)
                 self.moments_[spec.name].add(x[finite])
@@ -482,7 +511,7 @@ class EncoderFit:
                     "min": raw.min if raw.n else None, "max": raw.max if raw.n else None,
                     "quantiles": dict(zip([str(q) for q in QUANTILES], self.sketch_[spec.name].quantiles(QUANTILES))),
                 }
-                enc.fill_[spec.name] = (float(_transform_raw(spec, np.array([spec.fill_value]))[0])
+                enc.fill_[spec.name] = (float(_transform_raw(spec.transform == "log", np.array([spec.fill_value]))[0])
                                         if spec.fill_value is not None else mean)
                 if not raw.n:
                     warnings.warn(f"{source}: numeric feature '{spec.name}' has no value in the training rows: it is "
@@ -531,6 +560,8 @@ class FeatureEncoder:
         self._index_cache: dict[str, pd.Index] = {}  # feature -> vocabulary index, built on first transform
         self._id_cache: dict[str, dict[str, int]] = {}  # feature -> {value: id}, for small inputs
         self._raw_ids: dict[str, dict[Any, int]] = {}  # feature -> {raw request value: id} (``_small_ids``)
+        self._raw_cells: dict[str, dict[str, tuple[int, ...]]] = {}  # multi-valued feature -> {cell text: ids}
+        self._numeric_plan: _NumericPlan | None = None  # built from the fitted state on first transform
 
     @property
     def cat_specs(self) -> list[FeatureSpec]:
@@ -574,7 +605,8 @@ class FeatureEncoder:
         self.vocab_, self.mean_, self.std_, self.fill_ = fitted.vocab_, fitted.mean_, fitted.std_, fitted.fill_
         self.range_, self.prior_counts_ = fitted.range_, fitted.prior_counts_
         self.input_spec_ = fitted.input_spec_
-        self._index_cache, self._id_cache, self._raw_ids = {}, {}, {}
+        self._index_cache, self._id_cache, self._raw_ids, self._raw_cells = {}, {}, {}, {}
+        self._numeric_plan = None
         return self
 
     def build_input_spec(self) -> InputSpec:
@@ -616,13 +648,16 @@ class FeatureEncoder:
         codes = index.get_indexer(pd.Index(np.asarray(strs, dtype=object), dtype=object))
         return np.where(codes < 0, OOV_ID, codes + NUM_RESERVED)
 
-    def _small_ids(self, spec: FeatureSpec, values: list[Any], source: str) -> np.ndarray:
+    def _small_ids(self, spec: FeatureSpec, values: list[Any], source: str) -> list[int]:
         """Ids of a short list of raw values (a scoring request) through a per-feature memo raw value -> id, so a
         value seen before costs one dict lookup; the same rules as the vectorised path (``category_value``, then
-        the vocabulary or the hash)."""
+        the vocabulary or the hash). The memo holds str / int / float / bool keys only, and values that compare
+        equal to such a key (True, 1, 1.0, numpy scalars) normalise to the same string, so a hit is exact."""
         memo = self._raw_ids.setdefault(spec.name, {})
-        get = memo.get
-        ids = [get(v) if type(v) in _MEMO_TYPES else None for v in values]
+        try:
+            ids = list(map(memo.get, values))
+        except TypeError:  # an unhashable value (e.g. a list where one value is expected): the rule below names it
+            ids = [None] * len(values)
         if None in ids:
             for i, v in enumerate(values):
                 if ids[i] is not None:
@@ -637,7 +672,7 @@ class FeatureEncoder:
                     if len(memo) >= _MEMO_MAX:
                         memo.clear()
                     memo[v] = got
-        return np.array(ids, dtype=np.int64)
+        return ids
 
     def _factorized_ids(self, spec: FeatureSpec, col: pd.Series, source: str) -> tuple[np.ndarray, np.ndarray]:
         """(N,) ids and (N,) missing mask of a typed column, through its distinct values: the categorical rule and
@@ -654,6 +689,8 @@ class FeatureEncoder:
     def _multi_ids(self, spec: FeatureSpec, col: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row index, position in row, id) of every kept value of a multi-valued column (``_split_multi``); a
         typed column with repeated cells is split and looked up once per distinct cell."""
+        if isinstance(col, np.ndarray) and len(col) <= _SMALL:  # a scoring request: through the per-cell memo
+            return self._small_multi_ids(spec, col)
         if not _repeats(col):
             row_ids, pos, vals = _split_multi(col, spec)
             return row_ids, pos, self._encode_strings(spec, vals) if len(vals) else np.zeros(0, dtype=np.int64)
@@ -663,6 +700,33 @@ class FeatureEncoder:
         u_ids = self._encode_strings(spec, u_vals) if len(u_vals) else np.zeros(0, dtype=np.int64)
         row_ids, src = _expand_distinct(codes, u_rows, len(uniques))  # (V,), (V,) into the distinct values
         return row_ids, u_pos[src], u_ids[src]
+
+    def _small_multi_ids(self, spec: FeatureSpec, col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_multi_ids`` of a short object column (a scoring request) through a per-feature memo cell text -> kept
+        ids, so a cell seen before (a request's shared context) costs one dict lookup; other cells take
+        ``_split_multi``."""
+        memo = self._raw_cells.setdefault(spec.name, {})
+        cells = col.tolist()
+        try:
+            per_cell = list(map(memo.get, cells))
+        except TypeError:  # list cells (JSON lists) are unhashable: the full rule
+            per_cell = [None] * len(cells)
+        if None in per_cell:
+            todo = [i for i, ids in enumerate(per_cell) if ids is None]
+            pending = np.empty(len(todo), dtype=object)  # (element-wise: list cells must not become a 2-D array)
+            for k, i in enumerate(todo):
+                pending[k] = cells[i]
+            rows, _, vals = _split_multi(pending, spec)
+            ids = self._encode_strings(spec, vals).tolist() if len(vals) else []
+            bounds = np.searchsorted(rows, np.arange(len(todo) + 1)).tolist()
+            for k, i in enumerate(todo):
+                per_cell[i] = got = tuple(ids[bounds[k]:bounds[k + 1]])
+                if type(cells[i]) is str:
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[cells[i]] = got
+        row_ids, pos = _ragged(per_cell)
+        return row_ids, pos, np.fromiter(itertools.chain.from_iterable(per_cell), dtype=np.int64, count=len(row_ids))
 
     def _encode_identity(
         self, spec: FeatureSpec, col: pd.Series | np.ndarray, missing: np.ndarray, source: str
@@ -716,91 +780,130 @@ class FeatureEncoder:
         missing_counts: dict[str, int] = {}
         missing_rows: dict[str, np.ndarray] = {}
         small_lists = not isinstance(rows, pd.DataFrame) and n <= _SMALL  # a scoring request's {column: list}
-        for j, spec in enumerate(self.cat_specs):
+        listed: list[int] = []  # columns of ``cat`` looked up value by value (``_small_ids``), filled at once
+        listed_ids: list[list[int]] = []
+        for j, spec in enumerate(self.cat_specs):  # ids; MISSING_ID marks a missing value on every path
             values = rows[spec.name] if small_lists and spec.name not in derived else None
-            col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
             if isinstance(values, list) and spec.encoding != "identity":
-                ids = self._small_ids(spec, values, source)
-                missing = ids == MISSING_ID
-                _check_missing_policy(spec, int(missing.sum()), source)
-            elif spec.encoding != "identity" and _repeats(col):
-                ids, missing = self._factorized_ids(spec, col, source)
-                _check_missing_policy(spec, int(missing.sum()), source)
+                listed.append(j)
+                listed_ids.append(self._small_ids(spec, values, source))
+                continue
+            col = derived[spec.name] if spec.name in derived else column(rows, spec.name)
+            if spec.encoding != "identity" and _repeats(col):
+                cat[:, j] = self._factorized_ids(spec, col, source)[0]
             else:
                 strs, missing = categorical_strings(col, spec.name, source)
-                _check_missing_policy(spec, int(missing.sum()), source)
                 if spec.encoding == "identity":
-                    ids = self._encode_identity(spec, col, missing, source)
+                    cat[:, j] = self._encode_identity(spec, col, missing, source)
                 else:
-                    ids = np.full(n, MISSING_ID, dtype=np.int64)
-                    ids[~missing] = self._encode_strings(spec, strs[~missing])
-            cat[:, j] = ids
-            oov[spec.name] = int((ids == OOV_ID).sum())
-            missing_counts[spec.name] = int(missing.sum())
-            if missing_counts[spec.name]:
-                missing_rows[spec.name] = missing
+                    cat[~missing, j] = self._encode_strings(spec, strs[~missing])  # missing rows keep MISSING_ID
+        if listed:
+            cat[:, listed] = np.array(listed_ids, dtype=np.int64).reshape(len(listed), n).T
+        cat_missing = cat == MISSING_ID  # (N, F)
+        oov_per_feature, missing_per_feature = (cat == OOV_ID).sum(axis=0).tolist(), cat_missing.sum(axis=0).tolist()
+        for j, spec in enumerate(self.cat_specs):
+            _check_missing_policy(spec, missing_per_feature[j], source)
+            oov[spec.name] = oov_per_feature[j]
+            missing_counts[spec.name] = missing_per_feature[j]
+            if missing_per_feature[j]:
+                missing_rows[spec.name] = cat_missing[:, j]
         for j, spec in enumerate(self.multi_specs):
             row_ids, pos, ids = self._multi_ids(spec, column(rows, spec.name))
-            _check_missing_policy(spec, n - len(np.unique(row_ids)), source)
+            has_value = np.zeros(n, dtype=bool)
+            has_value[row_ids] = True
+            n_missing = n - int(np.count_nonzero(has_value))
+            _check_missing_policy(spec, n_missing, source)
             multi[row_ids, j, pos] = ids
-            oov[spec.name] = int((ids == OOV_ID).sum())
-            missing_counts[spec.name] = int(n - len(np.unique(row_ids)))
-            if missing_counts[spec.name]:
-                has_value = np.zeros(n, dtype=bool)
-                has_value[row_ids] = True
+            oov[spec.name] = int(np.count_nonzero(ids == OOV_ID))
+            missing_counts[spec.name] = n_missing
+            if n_missing:
                 missing_rows[spec.name] = ~has_value
-        clipped: dict[str, int] = {}
-        col_index = 0
-        for spec in self.numeric_specs:
-            raw = numeric_values(derived[spec.name] if spec.name in derived else column(rows, spec.name), spec.name,
-                                 source)
-            missing = ~np.isfinite(raw)
-            _check_missing_policy(spec, int(missing.sum()), source)
-            raw, clipped[spec.name] = self._guard_range(spec, raw, missing, source)
-            x = np.where(missing | np.isnan(raw), self.fill_[spec.name], _transform_raw(spec, raw))
-            with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is checked and named below
-                dense[:, col_index] = (x - self.mean_[spec.name]) / self.std_[spec.name]
-            missing_counts[spec.name] = int(missing.sum())
-            if missing_counts[spec.name]:
-                missing_rows[spec.name] = missing
-            col_index += 1
-            if spec.missing_indicator:
-                dense[:, col_index] = missing.astype(np.float32)
-                col_index += 1
+        numeric = self.numeric_specs
+        raw = np.empty((n, len(numeric)))  # (N, K) float64, NaN = missing (``numeric_values`` refuses ±inf)
+        listed = [k for k, spec in enumerate(numeric)
+                  if small_lists and spec.name not in derived and isinstance(rows[spec.name], list)]
+        if listed:  # a scoring request's lists: converted at once
+            raw[:, listed] = numeric_block([rows[numeric[k].name] for k in listed], [numeric[k].name for k in listed],
+                                           source)
+        for k, spec in enumerate(numeric):
+            if not listed or k not in listed:
+                raw[:, k] = numeric_values(derived[spec.name] if spec.name in derived else column(rows, spec.name),
+                                           spec.name, source)
+        missing = ~np.isfinite(raw)  # (N, K)
+        missing_per_feature = missing.sum(axis=0).tolist()
+        for k, spec in enumerate(numeric):
+            _check_missing_policy(spec, missing_per_feature[k], source)
+            missing_counts[spec.name] = missing_per_feature[k]
+            if missing_per_feature[k]:
+                missing_rows[spec.name] = missing[:, k]
+        plan = self._numeric_constants()
+        raw, clipped_per_feature = self._guard_range(plan, raw, missing, source)
+        clipped = {spec.name: clipped_per_feature[k] for k, spec in enumerate(numeric)}
+        x = np.where(missing | np.isnan(raw), plan.fill, _transform_raw(plan.log, raw))  # (N, K)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is checked and named below
+            dense[:, plan.value_cols] = (x - plan.mean) / plan.std
+        dense[:, plan.indicator_cols] = missing[:, plan.indicator_of]
         if not np.isfinite(dense).all():  # e.g. a finite value whose standardised form overflows float32
             bad_col = spec_in.dense_features[int(np.flatnonzero(~np.isfinite(dense).all(axis=0))[0])]
             raise ValueError(f"{source}: numeric feature '{bad_col}' overflows float32 after scaling")
         return EncodedFeatures(cat, multi, dense, oov, missing_counts, clipped, missing_rows)
 
-    def _guard_range(self, spec: FeatureSpec, raw: np.ndarray, missing: np.ndarray, source: str) -> tuple[np.ndarray, int]:
-        """Apply the feature's range rule (``clip`` | ``error`` | ``off``) to present values; returns (values, clipped).
+    def _numeric_constants(self) -> _NumericPlan:
+        """The numeric features' guard and scaling constants as arrays (built once per fitted state and range rules:
+        ``schema.clip`` may be changed on a fitted pipeline)."""
+        specs = self.numeric_specs
+        modes = tuple(spec.clip or self.schema.clip for spec in specs)
+        if self._numeric_plan is not None and self._numeric_plan.modes == modes:
+            return self._numeric_plan
+        lo, hi, unbounded, error, log, value_cols, indicator_cols, indicator_of = [], [], [], [], [], [], [], []
+        for k, (spec, mode) in enumerate(zip(specs, modes)):
+            bounds = self.range_.get(spec.name)
+            guarded = mode != "off" and bool(bounds)
+            known = guarded and bounds.get("min") is not None
+            lo.append(float(bounds["min"]) if known else -np.inf)
+            hi.append(float(bounds["max"]) if known else np.inf)
+            unbounded.append(guarded and not known)  # no training value at all: nothing bounds a value met now
+            error.append(guarded and mode == "error")
+            log.append(spec.transform == "log")
+            value_cols.append(len(value_cols) + len(indicator_cols))
+            if spec.missing_indicator:
+                indicator_cols.append(value_cols[-1] + 1)
+                indicator_of.append(k)
+        names = [spec.name for spec in specs]
+        self._numeric_plan = _NumericPlan(
+            modes, np.array(lo), np.array(hi), np.array(unbounded, dtype=bool), np.array(error, dtype=bool),
+            np.array(log, dtype=bool), np.array([self.fill_[n] for n in names]),
+            np.array([self.mean_[n] for n in names]), np.array([self.std_[n] for n in names]),
+            np.array(value_cols, dtype=np.int64), np.array(indicator_cols, dtype=np.int64),
+            np.array(indicator_of, dtype=np.int64))
+        return self._numeric_plan
+
+    def _guard_range(self, plan: _NumericPlan, raw: np.ndarray, missing: np.ndarray, source: str
+                     ) -> tuple[np.ndarray, list[int]]:
+        """Apply each feature's range rule (``clip`` | ``error`` | ``off``) to the present values of (N, K) numeric
+        columns (``numeric_specs`` order, constants in ``plan``); returns (values, clipped count per feature). A
+        guarded feature without any training value turns every present value into NaN (imputed by the caller) and
+        counts it.
 
         Raises:
             ValueError: ``clip: error`` and values outside the training range (names the feature, the range and
                 examples).
         """
-        mode = spec.clip or self.schema.clip
-        bounds = self.range_.get(spec.name)
-        if mode == "off" or not bounds:
-            return raw, 0
-        if bounds.get("min") is None:  # no training value at all: nothing bounds a value met now
-            count = int((~missing).sum())
-            if count and mode == "error":
+        outside = ~missing & ((raw < plan.lo) | (raw > plan.hi) | plan.unbounded)  # (N, K); NaN compares False
+        counts = outside.sum(axis=0)  # (K,)
+        if not counts.any():
+            return raw, counts.tolist()
+        for k in np.flatnonzero((counts > 0) & plan.error).tolist():
+            spec, count = self.numeric_specs[k], int(counts[k])
+            if plan.unbounded[k]:
                 raise ValueError(f"{source}: numeric feature '{spec.name}' has {count} values but had none in the "
                                  f"training rows, so it has no training range; retrain with values, or set clip: clip")
-            return (np.where(missing, raw, np.nan), count) if count else (raw, 0)  # NaN: imputed by the caller
-        lo, hi = float(bounds["min"]), float(bounds["max"])
-        with np.errstate(invalid="ignore"):
-            outside = ~missing & ((raw < lo) | (raw > hi))
-        count = int(outside.sum())
-        if not count:
-            return raw, 0
-        if mode == "error":
-            examples = np.unique(raw[outside])[:3].tolist()
+            examples = np.unique(raw[outside[:, k], k])[:3].tolist()
             raise ValueError(f"{source}: numeric feature '{spec.name}' has {count} values outside its training range "
-                             f"[{lo:.6g}, {hi:.6g}], e.g. {examples}; fix the values, or set clip: clip to clip and "
-                             f"count them")
-        return np.where(outside, np.clip(raw, lo, hi), raw), count
+                             f"[{plan.lo[k]:.6g}, {plan.hi[k]:.6g}], e.g. {examples}; fix the values, or set "
+                             f"clip: clip to clip and count them")
+        guarded = np.where(plan.unbounded, np.nan, np.minimum(np.maximum(raw, plan.lo), plan.hi))  # (np.clip: slower)
+        return np.where(outside, guarded, raw), counts.tolist()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

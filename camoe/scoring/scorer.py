@@ -184,8 +184,7 @@ class Scorer:
 
     def _check_finite(self, pctr: np.ndarray, batch: Batch, source: str) -> None:
         """Refuse non-finite and saturated (exactly 0 or 1: a logit beyond about ±17 in float32) model pCTRs."""
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(pctr) | (pctr <= 0.0) | (pctr >= 1.0)
+        bad = ~np.isfinite(pctr) | (pctr <= 0.0) | (pctr >= 1.0)  # NaN compares False, without a warning
         if bad.ndim == 2:
             bad = bad.any(axis=1)
         if not bad.any():

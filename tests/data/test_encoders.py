@@ -463,3 +463,46 @@ def test_multi_valued_cells_encode_alike_from_a_frame_a_request_and_a_repeated_c
     assert (from_frame[2] == 0).all() and (from_frame[7] == 0).all()  # blank and missing cells: padding only
     assert multi_values("a||b", "|") == ("a", "b") == multi_values("a||b", "|")  # memoised result, same answer
     assert multi_values(" ", "|") == () and multi_values(" 3.0 ", "|") == ("3",)
+
+
+def test_a_request_encodes_like_the_same_rows_as_a_frame_on_first_and_repeated_calls() -> None:
+    """The scoring request's fast paths (memoised lookups, numeric columns converted at once) follow the frame's
+    rules: ids, multi-valued ids, dense values and every input-quality count agree, on a cold and a warm encoder."""
+    schema = SchemaConfig(features=[
+        {"name": "device", "type": "categorical"},
+        {"name": "genres", "type": "multi_categorical", "separator": "|", "max_len": 2},
+        {"name": "bid", "type": "numeric", "missing_indicator": True},
+        {"name": "minutes", "type": "numeric", "transform": "log"},
+    ])
+    train = pd.DataFrame({"device": ["ios", "android", "web", "ios"], "genres": ["a|b", "b", "c|a", "a"],
+                          "bid": [0.5, 1.0, 2.0, 1.5], "minutes": [1.0, 10.0, 100.0, 5.0]})
+    encoder = FeatureEncoder(schema).fit(train, "train")
+    request = {"device": ["ios", " web ", None, "tv", "ios"], "genres": ["a|b", ["b", "", "c"], None, "zz|a", "a|b"],
+               "bid": [0.7, None, "1.25", 99.0, -5], "minutes": [3, 1e6, None, "2.5", 0]}
+    frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in request.items()})
+    expected = encoder.transform(frame, "frame")
+    for attempt in range(2):  # the second call goes through the memos the first one filled
+        got = encoder.transform(request, "request")
+        np.testing.assert_array_equal(got.cat_ids, expected.cat_ids)
+        np.testing.assert_array_equal(got.multi_ids, expected.multi_ids)
+        np.testing.assert_allclose(got.dense, expected.dense, rtol=1e-6)
+        assert got.quality == expected.quality, attempt
+    assert expected.clipped_counts == {"bid": 2, "minutes": 2} and expected.oov_counts["device"] == 1
+    assert expected.missing_counts == {"device": 1, "genres": 1, "bid": 1, "minutes": 1}
+
+
+def test_one_bad_numeric_list_in_a_request_is_named_and_a_changed_clip_rule_applies_at_once() -> None:
+    schema = SchemaConfig(features=[{"name": "bid", "type": "numeric"}, {"name": "minutes", "type": "numeric"}])
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"bid": [0.5, 1.0], "minutes": [1.0, 2.0]}), "train")
+    with pytest.raises(ValueError, match=r"request: numeric column 'minutes' \(dtype string\) holds non-numeric"):
+        encoder.transform({"bid": [0.7, 0.8], "minutes": [1.5, "many"]}, "request")
+    with pytest.raises(ValueError, match=r"request: numeric column 'bid' holds infinite values"):
+        encoder.transform({"bid": [0.7, 1e400], "minutes": [1.5, 1.0]}, "request")
+    with pytest.raises(ValueError, match=r"request: numeric feature 'minutes' holds \['list'\] values"):
+        encoder.transform({"bid": [0.7, 0.8], "minutes": [[1.5], [1.0]]}, "request")
+    assert encoder.transform({"bid": [9.0], "minutes": [1.5]}).clipped_counts == {"bid": 1, "minutes": 0}
+    schema.clip = "error"
+    with pytest.raises(ValueError, match=r"numeric feature 'bid' has 1 values outside its training range"):
+        encoder.transform({"bid": [9.0], "minutes": [1.5]}, "request")
+    schema.clip = "off"
+    assert encoder.transform({"bid": [9.0], "minutes": [1.5]}).clipped_counts == {"bid": 0, "minutes": 0}
