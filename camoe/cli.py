@@ -752,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=_int_in(1, 2**40), default=1_000_000,
                    help="larger request bodies get 413 (default: %(default)s)")
     p.add_argument("--max-candidates", type=_int_in(1, 10**7), default=1000,
-                   help="requests with more candidates get 413 (default: %(default)s)")
+                   help="requests with more candidates get 422 (default: %(default)s)")
     p.add_argument("--require-features", nargs="*", metavar="FEATURE",
                    help="candidates missing any of these features get 422 (default: none; missing values are imputed "
                         "and reported)")

@@ -74,7 +74,7 @@ def gate_diagnostics(
     """
     tasks = layout.tasks
     model.eval()
-    task_of_format = torch.as_tensor(layout.format_task_index)
+    task_of_format = torch.tensor(layout.format_task_index)  # a copy: the layout's array is read-only
     sums = counts = None
     seen = 0
     for part in batches:

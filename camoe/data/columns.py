@@ -16,6 +16,7 @@ functions, so a value means the same thing wherever it arrives. ``rows`` is a Da
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,20 @@ def _text_value(text: str) -> str:
 _SEEN: dict[Any, str] = {}  # normalised strings of recent scalar values (requests repeat devices, formats, ids)
 _SEEN_MAX = 1 << 16
 _MEMO_TYPES = frozenset({str, int, float})
+MEMO_MAX_TEXT = 1024  # longer text is normalised every time: a memo entry must not hold a request-sized string
+_EXACT = 2.0**53  # below this, an int and a float that compare equal normalise to the same string ("3" for 3 and 3.0)
+
+
+def memoisable(v: Any) -> bool:
+    """Whether a raw value's normalised result may be memoised under the value itself: text up to
+    ``MEMO_MAX_TEXT`` characters, or an int / float / bool of magnitude below 2^53. Any other value that compares
+    equal to such a key (e.g. 3.0 to 3, True to 1) normalises to the same string, so a memo hit is exact; beyond
+    2^53 an int and a float can compare equal and print differently, and numpy scalars, ``Decimal`` or ``Fraction``
+    are never keys (a memo lookup of them must check the type first)."""
+    kind = type(v)
+    if kind is str:
+        return len(v) <= MEMO_MAX_TEXT
+    return (kind is int or kind is float or kind is bool) and -_EXACT < v < _EXACT
 
 
 def category_value(v: Any) -> str:
@@ -124,9 +139,10 @@ def category_value(v: Any) -> str:
         if hit is not None:
             return hit
         out = _text_value(v) if kind is str else _scalar_value(v)
-        if len(_SEEN) >= _SEEN_MAX:
-            _SEEN.clear()
-        _SEEN[v] = out
+        if memoisable(v):
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            _SEEN[v] = out
         return out
     return _scalar_value(v)
 
@@ -156,9 +172,10 @@ def multi_values(text: str, separator: str) -> tuple[str, ...]:
     whole = category_value(text)
     out = tuple(v for v in category_values(whole.split(separator)) if v) if separator in whole else (
         (whole,) if whole else ())
-    if len(_SEEN_MULTI) >= _SEEN_MAX:
-        _SEEN_MULTI.clear()
-    _SEEN_MULTI[key] = out
+    if len(text) <= MEMO_MAX_TEXT:
+        if len(_SEEN_MULTI) >= _SEEN_MAX:
+            _SEEN_MULTI.clear()
+        _SEEN_MULTI[key] = out
     return out
 
 
@@ -235,17 +252,22 @@ def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.nd
             (e.g. "1e400", a 400-digit integer), naming the column and ``source``.
     """
     if isinstance(col, np.ndarray):
-        kinds = sorted(t.__name__ for t in set(map(type, col)) if issubclass(t, CONTAINERS))
+        types = set(map(type, col))
+        kinds = sorted(t.__name__ for t in types if issubclass(t, CONTAINERS))
         if kinds:
             raise ValueError(f"{source}: numeric feature '{name}' holds {kinds} values; expected one number per row")
-        try:  # Python numbers / None (a scoring request): one C-level conversion
-            values = np.array(col.tolist(), dtype=np.float64).reshape(len(col))  # None -> NaN
-        except OverflowError:
-            raise ValueError(f"{source}: numeric feature '{name}' holds an integer beyond the float64 range") from None
-        except (TypeError, ValueError):
-            col = pd.Series(col, dtype=object).astype("string")  # text: the vectorised rules and error below
-        else:
-            return _finite_or_missing(values, name, source)
+        if not any(issubclass(t, str) for t in types):
+            try:  # Python numbers / booleans / None (a scoring request): one C-level conversion
+                values = np.array(col.tolist(), dtype=np.float64).reshape(len(col))  # None -> NaN, True -> 1
+            except OverflowError:
+                raise ValueError(f"{source}: numeric feature '{name}' holds an integer beyond the float64 range"
+                                 ) from None
+            except (TypeError, ValueError):
+                pass  # e.g. an object without a float value: the text rule below names it
+            else:
+                return _finite_or_missing(values, name, source)
+        # text (or other objects): the file's rule, so "1_000" or "１" are refused here as in a CSV; booleans 1 / 0
+        col = pd.Series([int(v) if type(v) is bool else v for v in col], dtype=object).astype("string")
     if pd.api.types.is_bool_dtype(col.dtype) or pd.api.types.is_numeric_dtype(col.dtype):
         return _finite_or_missing(col.to_numpy(dtype=np.float64, na_value=np.nan), name, source)
     text = col.astype("string").str.strip()
@@ -269,21 +291,26 @@ def numeric_values(col: pd.Series | np.ndarray, name: str, source: str) -> np.nd
     return values
 
 
+_NUMBER_TYPES = frozenset({int, float, bool, type(None)})
+
+
 def numeric_block(columns: Sequence[Sequence[Any]], names: Sequence[str], source: str) -> np.ndarray:
     """K numeric columns of N Python values each (a scoring request) as (N, K) float64, NaN where missing.
 
-    One conversion for all K columns under ``numeric_values``' rule for Python values (numbers, numeric text,
-    booleans, None as missing); when any column breaks the rule, the columns go through ``numeric_values`` one by
-    one, which raises naming the column.
+    One conversion for all K columns when they hold only Python numbers, booleans and None (missing), as
+    ``numeric_values`` converts such a column; otherwise (text, other objects, a bad value) the columns go through
+    ``numeric_values`` one by one, which applies the text rule and raises naming the column.
 
     Raises:
         ValueError: as ``numeric_values``.
     """
     n = len(columns[0]) if columns else 0
-    try:
-        block = np.array(columns, dtype=np.float64)  # (K, N); None -> NaN
-    except (TypeError, ValueError, OverflowError):
-        block = None
+    block = None
+    if _NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(columns))):  # no text: one conversion
+        try:
+            block = np.array(columns, dtype=np.float64)  # (K, N); None -> NaN, True -> 1
+        except (TypeError, ValueError, OverflowError):
+            block = None
     if block is None or block.shape != (len(columns), n) or np.isinf(block).any():
         block = np.array([numeric_values(column({name: c}, name), name, source)
                           for c, name in zip(columns, names)]).reshape(len(columns), n)

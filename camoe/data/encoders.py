@@ -48,6 +48,7 @@ from camoe.data.columns import (
     category_values,
     column,
     columns_of,
+    memoisable,
     multi_values,
     numeric_block,
     num_rows,
@@ -195,6 +196,8 @@ def _ragged(cells: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
 def _expand_distinct(codes: np.ndarray, u_rows: np.ndarray, num_unique: int) -> tuple[np.ndarray, np.ndarray]:
     """From the values of U distinct cells (``u_rows`` (V_u,): the distinct cell of each value, ascending) to the N
     rows whose cell codes are ``codes`` (N,) (-1 = missing): (row index (V,), index into the distinct values (V,))."""
+    if num_unique == 0:  # every cell missing (e.g. an all-empty column read as all-NaN floats)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     per_unique = np.bincount(u_rows, minlength=num_unique)  # (U,) values kept per distinct cell
     offsets = np.r_[0, np.cumsum(per_unique)[:-1]].astype(np.int64)  # (U,)
     present = codes >= 0
@@ -651,13 +654,14 @@ class FeatureEncoder:
     def _small_ids(self, spec: FeatureSpec, values: list[Any], source: str) -> list[int]:
         """Ids of a short list of raw values (a scoring request) through a per-feature memo raw value -> id, so a
         value seen before costs one dict lookup; the same rules as the vectorised path (``category_value``, then
-        the vocabulary or the hash). The memo holds str / int / float / bool keys only, and values that compare
-        equal to such a key (True, 1, 1.0, numpy scalars) normalise to the same string, so a hit is exact."""
+        the vocabulary or the hash). Keys are ``memoisable`` values only, and a value is looked up only when its type
+        is str / int / float / bool (JSON's), so a hit is exact; other types (numpy scalars, ``Decimal``) take the
+        rule every time."""
         memo = self._raw_ids.setdefault(spec.name, {})
-        try:
+        if _MEMO_TYPES.issuperset(map(type, values)):  # JSON values: one C-level lookup each
             ids = list(map(memo.get, values))
-        except TypeError:  # an unhashable value (e.g. a list where one value is expected): the rule below names it
-            ids = [None] * len(values)
+        else:
+            ids = [memo.get(v) if type(v) in _MEMO_TYPES else None for v in values]
         if None in ids:
             for i, v in enumerate(values):
                 if ids[i] is not None:
@@ -668,7 +672,7 @@ class FeatureEncoder:
                     raise ValueError(f"{source}: feature '{spec.name}': {err}") from None
                 got = MISSING_ID if not text else int(self._encode_strings(spec, np.array([text], dtype=object))[0])
                 ids[i] = got
-                if type(v) in _MEMO_TYPES:
+                if memoisable(v):
                     if len(memo) >= _MEMO_MAX:
                         memo.clear()
                     memo[v] = got
@@ -716,12 +720,16 @@ class FeatureEncoder:
             pending = np.empty(len(todo), dtype=object)  # (element-wise: list cells must not become a 2-D array)
             for k, i in enumerate(todo):
                 pending[k] = cells[i]
-            rows, _, vals = _split_multi(pending, spec)
+            try:
+                rows, _, vals = _split_multi(pending, spec)
+            except ValueError:
+                _split_multi(col, spec)  # the whole column, so that the error names the request's row
+                raise
             ids = self._encode_strings(spec, vals).tolist() if len(vals) else []
             bounds = np.searchsorted(rows, np.arange(len(todo) + 1)).tolist()
             for k, i in enumerate(todo):
                 per_cell[i] = got = tuple(ids[bounds[k]:bounds[k + 1]])
-                if type(cells[i]) is str:
+                if type(cells[i]) is str and memoisable(cells[i]):
                     if len(memo) >= _MEMO_MAX:
                         memo.clear()
                     memo[cells[i]] = got

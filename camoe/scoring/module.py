@@ -65,7 +65,7 @@ class ScoringModule(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("task_of_format", torch.as_tensor(np.asarray(format_task_index), dtype=torch.long))
+        self.register_buffer("task_of_format", torch.tensor(np.asarray(format_task_index), dtype=torch.long))  # a copy
         self.rate = negative_sampling_rate
         self.all_tasks = all_tasks
         self.select_experts = getattr(getattr(model, "gates", None), "allowed", None) is not None and not all_tasks

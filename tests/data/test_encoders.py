@@ -506,3 +506,67 @@ def test_one_bad_numeric_list_in_a_request_is_named_and_a_changed_clip_rule_appl
         encoder.transform({"bid": [9.0], "minutes": [1.5]}, "request")
     schema.clip = "off"
     assert encoder.transform({"bid": [9.0], "minutes": [1.5]}).clipped_counts == {"bid": 0, "minutes": 0}
+
+
+def test_request_memos_hit_only_values_that_normalise_alike_whatever_came_first() -> None:
+    """A memo keyed by raw values must not hand a value the id of an equal value of another type that normalises
+    differently: Decimal / numpy scalars are never keys, and ints / floats beyond 2^53 are never memoised."""
+    from decimal import Decimal
+
+    schema = SchemaConfig(features=[{"name": "user", "type": "categorical", "encoding": "hash", "hash_buckets": 997}])
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"user": ["a", "b"]}), "train")
+
+    def request_id(value) -> int:
+        return int(encoder.transform({"user": [value]}, "request").cat_ids[0, 0])
+
+    def frame_id(value) -> int:
+        return int(encoder.transform(pd.DataFrame({"user": pd.Series([value], dtype=object)}), "frame").cat_ids[0, 0])
+
+    pairs = [(3, Decimal("3.0")), (2**70, float(2**70)), (float(2**70), 2**70), (2**70, np.float64(2.0**70)),
+             (3.5, np.float64(3.5)), (True, 1), (1, 1.0)]
+    for first, second in pairs:
+        for value in (first, second, first, second):
+            assert request_id(value) == frame_id(value), (first, second, value)
+
+
+def test_a_nested_multi_valued_cell_is_named_by_its_request_row_after_memo_hits() -> None:
+    schema = SchemaConfig(features=[{"name": "genres", "type": "multi_categorical", "separator": "|"}])
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"genres": ["a|b", "c"]}), "train")
+    encoder.transform({"genres": ["a|b", "c"]}, "request")
+    with pytest.raises(ValueError, match=r"multi-valued feature 'genres', row 2: nested value"):
+        encoder.transform({"genres": ["a|b", "c", ("x", ("y",))]}, "request")
+
+
+def test_numeric_text_in_a_request_follows_the_file_rule_whatever_the_other_rows_hold() -> None:
+    schema = SchemaConfig(features=[{"name": "bid", "type": "numeric"}])
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"bid": [0.5, 1.0]}), "train")
+    for text in ("1_000", "１", "-nan"):  # Python's float() takes these; a CSV column does not
+        for rows in ([text], [text, ""], [text, 0.5]):
+            with pytest.raises(ValueError, match=r"numeric column 'bid' .* holds non-numeric values"):
+                encoder.transform({"bid": rows}, "request")
+    for rows in ([True], [""], [True, ""], ["0.75", None, 1]):  # booleans are 1 / 0, blanks missing, in any mix
+        encoded = encoder.transform({"bid": rows}, "request")
+        frame = encoder.transform(pd.DataFrame({"bid": pd.Series([int(v) if isinstance(v, bool) else v
+                                                                  for v in rows], dtype=object)}), "frame")
+        np.testing.assert_array_equal(encoded.dense, frame.dense)
+
+
+def test_an_all_empty_multi_valued_column_in_a_file_scores_as_missing_not_a_crash() -> None:
+    schema = SchemaConfig(features=[{"name": "genres", "type": "multi_categorical", "separator": "|"}])
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"genres": ["a|b", "c"]}), "train")
+    out = encoder.transform(pd.DataFrame({"genres": [np.nan] * 5000}), "score.csv")  # how pandas reads it
+    assert (out.multi_ids == MISSING_ID).all() and out.missing_counts == {"genres": 5000}
+
+
+def test_request_sized_text_is_never_kept_in_a_memo() -> None:
+    from camoe.data.columns import MEMO_MAX_TEXT, memoisable
+
+    schema = SchemaConfig(features=[{"name": "device", "type": "categorical"},
+                                    {"name": "genres", "type": "multi_categorical", "separator": "|"}])
+    encoder = FeatureEncoder(schema).fit(pd.DataFrame({"device": ["ios", "web"], "genres": ["a", "b"]}), "train")
+    for i in range(20):
+        big = f"{i}" + "x" * (MEMO_MAX_TEXT + 1)
+        encoder.transform({"device": [big], "genres": [big]}, "request")
+    encoder.transform({"device": ["ios"], "genres": ["a|b"]}, "request")
+    assert [len(m) for m in encoder._raw_ids.values()] == [1] and [len(m) for m in encoder._raw_cells.values()] == [1]
+    assert not memoisable("x" * (MEMO_MAX_TEXT + 1)) and not memoisable(2**60) and memoisable(2**40)
