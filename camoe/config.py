@@ -233,6 +233,8 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (a time budget)
     negative_sampling_rate: float | None = Field(None, gt=0, le=1)  # w if negatives were kept at rate w
     fused_optimizer: bool = True  # AdamW's fused kernel (one pass over all parameters); False = foreach
+    reuse_freed_memory: bool = True  # glibc keeps freed memory for the next step (no page faults per step; the
+    # process keeps its peak memory): DCN-expert steps 25% faster on the reference network (training/allocator.py)
     compile: bool = False  # torch.compile the model for training (first steps compile; needs a C++ compiler on CPU)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast of the forward pass (loss and weights fp32)
     finite_check_every_steps: int = Field(32, ge=1)  # read loss parts back (and stop on NaN/inf) every N steps

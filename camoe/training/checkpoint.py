@@ -34,8 +34,8 @@ _HEADER = struct.Struct("<8s32sQ")
 # config keys whose change keeps the restored state meaningful; ``--allow-change KEY`` accepts them on resume
 RESUME_SAFE_KEYS = ("train.epochs", "train.patience", "train.max_steps", "train.eval_every_steps")
 # keys that never change results (speed, logging, where files go): ignored by the comparison
-_NO_EFFECT_KEYS = ("output_dir", "train.num_threads", "train.checkpoint_every_steps", "train.finite_check_every_steps",
-                   "data.path", "data.valid_path", "data.test_path", "data.streaming.exact_metrics_max_rows")
+_NO_EFFECT_KEYS = ("output_dir", "train.num_threads", "train.reuse_freed_memory", "train.checkpoint_every_steps",
+                   "train.finite_check_every_steps", "data.path", "data.valid_path", "data.test_path", "data.streaming.exact_metrics_max_rows")
 
 
 class CheckpointError(ValueError):

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from camoe.batch import Batch
 from camoe.config import TrainConfig
+from camoe.training.allocator import reuse_freed_memory
 from camoe.training.checkpoint import Checkpoint, TrainState
 from camoe.training.distributed import DistContext
 from camoe.training.loss import masked_bce
@@ -155,6 +156,8 @@ class Trainer:
         init_bias = getattr(self.model, "init_output_bias", None)
         if callable(init_bias) and self.init_bias:
             init_bias(torch.log(ctr / (1 - ctr)))
+        if cfg.reuse_freed_memory:
+            reuse_freed_memory()
         self.model.to(device)
         self.mask, self.weights = self.mask.to(device), weights.to(device)
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks), device=device)) if cfg.uncertainty_weighting else None
