@@ -516,7 +516,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ratio = m["auc_pr"] / m["oracle_auc_pr"]
         _print(f"  {name:8s} AUC-PR {m['auc_pr']:.4f}  oracle {m['oracle_auc_pr']:.4f}  ratio {ratio:.3f}  "
                f"calibration ratio {m['calibration_ratio']:.3f}")
-    _print(f"\nartifact: {model_dir}  (score new rows: camoe predict {model_dir} rows.csv --output pctr.csv)")
+    _print(f"\nartifact: {model_dir}\nscore new rows (a CSV or Parquet file with the log's columns): "
+           f"camoe predict {model_dir} ROWS.csv --output pctr.csv  (from the repository: ./run camoe predict ...)")
     return 0
 
 

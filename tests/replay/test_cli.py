@@ -122,7 +122,6 @@ def test_replay_errors_are_one_line_with_status_2(artifacts, tmp_path, capsys) -
     assert "a reserve price is >= 0" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not OPEN_BANDIT.is_dir(), reason="shared Open Bandit data not present")
 def test_open_bandit_candidates_are_the_campaign_items_at_the_logged_position() -> None:
     log = open_bandit_log(OPEN_BANDIT, "random", split="all", campaigns=("men",))
     assert len(log) == 10_000 * 34 and log["request_id"].nunique() == 10_000
@@ -140,7 +139,6 @@ def test_open_bandit_candidates_are_the_campaign_items_at_the_logged_position() 
     assert log.groupby("request_id")["item_affinity"].nunique().max() > 1  # candidates differ in affinity
 
 
-@pytest.mark.skipif(not OPEN_BANDIT.is_dir(), reason="shared Open Bandit data not present")
 def test_open_bandit_replay_of_a_model_on_both_behavior_logs(tmp_path, capsys) -> None:
     cfg_path = Path(__file__).resolve().parents[2] / "configs" / "open_bandit.yaml"
     cfg = camoe.load_config(cfg_path, {"data": {"path": str(OPEN_BANDIT)}, "model": TINY,
