@@ -717,9 +717,7 @@ class FeatureEncoder:
             per_cell = [None] * len(cells)
         if None in per_cell:
             todo = [i for i, ids in enumerate(per_cell) if ids is None]
-            pending = np.empty(len(todo), dtype=object)  # (element-wise: list cells must not become a 2-D array)
-            for k, i in enumerate(todo):
-                pending[k] = cells[i]
+            pending = column({spec.name: [cells[i] for i in todo]}, spec.name)  # (M,) object: list cells stay cells
             try:
                 rows, _, vals = _split_multi(pending, spec)
             except ValueError:
@@ -828,13 +826,13 @@ class FeatureEncoder:
                 missing_rows[spec.name] = ~has_value
         numeric = self.numeric_specs
         raw = np.empty((n, len(numeric)))  # (N, K) float64, NaN = missing (``numeric_values`` refuses ±inf)
-        listed = [k for k, spec in enumerate(numeric)
-                  if small_lists and spec.name not in derived and isinstance(rows[spec.name], list)]
-        if listed:  # a scoring request's lists: converted at once
-            raw[:, listed] = numeric_block([rows[numeric[k].name] for k in listed], [numeric[k].name for k in listed],
-                                           source)
+        as_lists = [k for k, spec in enumerate(numeric)
+                    if small_lists and spec.name not in derived and isinstance(rows[spec.name], list)]
+        if as_lists:  # a scoring request's lists: converted at once
+            raw[:, as_lists] = numeric_block([rows[numeric[k].name] for k in as_lists],
+                                             [numeric[k].name for k in as_lists], source)
         for k, spec in enumerate(numeric):
-            if not listed or k not in listed:
+            if k not in as_lists:
                 raw[:, k] = numeric_values(derived[spec.name] if spec.name in derived else column(rows, spec.name),
                                            spec.name, source)
         missing = ~np.isfinite(raw)  # (N, K)
