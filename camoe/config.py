@@ -80,10 +80,12 @@ class FeatureSpec(_Strict):
     _yaml_off = field_validator("clip", mode="before")(lambda v: _yaml_switch(v))
     # all types: "default" = missing token / imputation; "error" = refuse rows with missing values
     missing: Literal["default", "error"] = "default"
-    # computed instead of read (camoe.data.derived): hour / day_of_week of schema.timestamp (categorical), or count =
-    # rows with the same `key` strictly before this row's timestamp (numeric; log transform suits it)
-    derive: Literal["hour", "day_of_week", "count"] | None = None
-    key: str | None = None  # derive: count: the entity column counted (e.g. user_id)
+    # computed instead of read (camoe.data.derived): hour / day_of_week of schema.timestamp (categorical), count =
+    # rows with the same `key` strictly before this row's timestamp (numeric; log transform suits it), or match =
+    # "1" when the row's `key` value is among the values of its multi-valued `within` column, else "0" (categorical)
+    derive: Literal["hour", "day_of_week", "count", "match"] | None = None
+    key: str | None = None  # derive: count: the entity column counted (e.g. user_id); match: e.g. ad_category
+    within: str | None = None  # derive: match: the multi-valued column searched (split by `separator`), e.g. interests
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
@@ -101,9 +103,31 @@ class FeatureSpec(_Strict):
             raise ValueError(f"feature '{self.name}': derive: count needs type: numeric and key: <entity column>")
         if self.derive in ("hour", "day_of_week") and (self.type != "categorical" or self.encoding == "identity"):
             raise ValueError(f"feature '{self.name}': derive: {self.derive} needs type: categorical (vocab or hash)")
-        if self.key is not None and self.derive != "count":
-            raise ValueError(f"feature '{self.name}': key is read by derive: count only")
+        if self.derive == "match" and (self.type != "categorical" or self.encoding == "identity" or not self.key
+                                       or not self.within):
+            raise ValueError(f"feature '{self.name}': derive: match needs type: categorical (vocab or hash), key: "
+                             f"<one-valued column> and within: <multi-valued column>")
+        if self.key is not None and self.derive not in ("count", "match"):
+            raise ValueError(f"feature '{self.name}': key is read by derive: count and derive: match only")
+        if self.within is not None and self.derive != "match":
+            raise ValueError(f"feature '{self.name}': within is read by derive: match only")
         return self
+
+    @property
+    def source_columns(self) -> list[str]:
+        """The columns this feature is read or derived from (hour / day_of_week: none but schema.timestamp)."""
+        if self.derive in ("hour", "day_of_week"):
+            return []
+        if self.derive == "count":
+            return [str(self.key)]
+        if self.derive == "match":
+            return [str(self.key), str(self.within)]
+        return [self.name]
+
+    @property
+    def timed(self) -> bool:
+        """True when the feature is derived from schema.timestamp (hour, day_of_week, count)."""
+        return self.derive in ("hour", "day_of_week", "count")
 
 
 class SchemaConfig(_Strict):
@@ -130,7 +154,7 @@ class SchemaConfig(_Strict):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"schema.features: {clash} is the label or true_prob column and cannot be a feature")
-        timed = [f.name for f in self.features if f.derive is not None]
+        timed = [f.name for f in self.features if f.timed]
         if timed and self.timestamp is None:
             raise ValueError(f"schema.features: {timed} are derived from the timestamp; set schema.timestamp")
         return self

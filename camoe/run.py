@@ -33,7 +33,8 @@ BASELINES = ("pooled", "single_task", "per_task")
 
 def read_for_config(cfg: RunConfig, path: str | Path, reader: str | None = None) -> pd.DataFrame:
     """Read a file with the config's reader and options; categorical columns of CSV files are read as text."""
-    text_columns = [f.name for f in cfg.schema.features if f.type != "numeric" and f.encoding != "identity"]
+    text_columns = [name for f in cfg.schema.features if f.type != "numeric" and f.encoding != "identity"
+                    for name in f.source_columns]
     text_columns.append(cfg.schema.format)
     return read_table(resolve_path(cfg, str(path)), reader or cfg.data.reader, text_columns=text_columns,
                       **cfg.data.reader_options)

@@ -52,9 +52,8 @@ class EncodedRows:
 def input_columns(schema: SchemaConfig, labels: bool = True) -> list[str]:
     """The columns a model reads: its features (for a derived feature, the columns it is derived from), the ad
     format and, with ``labels``, the click."""
-    cols = [str(f.key) if f.derive == "count" else f.name for f in schema.features
-            if f.derive not in ("hour", "day_of_week")]
-    if any(f.derive for f in schema.features) and schema.timestamp:
+    cols = [name for f in schema.features for name in f.source_columns]
+    if any(f.timed for f in schema.features) and schema.timestamp:
         cols.append(schema.timestamp)
     cols.append(schema.format)
     return list(dict.fromkeys(cols + ([schema.label] if labels else [])))

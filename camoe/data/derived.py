@@ -10,6 +10,13 @@ them the same way):
   test, batch scoring, the service) counts the training rows of its key (stored in the encoder) plus the earlier rows
   of its own batch. Count features need the training rows in memory (``data.streaming.enabled: false``): counting
   in time order needs them sorted, which a record-batch stream is not.
+* ``derive: match`` with ``key: <column>`` and ``within: <multi-valued column>`` — "1" when the row's key value
+  (e.g. the ad's category) is among the row's values of the multi-valued column (e.g. the user's interests), "0"
+  when it is not, missing when the key is. Values compare after the categorical rule (``category_value``), so
+  " Rock " matches "rock|jazz" only if the case agrees ("rock" does, "Rock" does not). The user-ad match is one of the
+  strongest click signals in ad logs, and a membership test is what an embedding model learns worst from a pooled
+  (mean or sum) multi-valued embedding: on the built-in synthetic log, adding ``interest_match`` lifts the audio
+  podcast format's AUC-PR from 0.71 to 0.96 of the oracle's (docs/results.md).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import pandas as pd
 
 from camoe.data.columns import Rows, categorical_strings, column, columns_of, timestamp_values
 
-__all__ = ["prior_counts", "time_parts", "timestamps_in_seconds"]
+__all__ = ["prior_counts", "time_parts", "timestamps_in_seconds", "value_matches"]
 
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
@@ -95,3 +102,28 @@ def prior_counts(keys: np.ndarray, seconds: np.ndarray, seed: dict[str, int] | N
 def key_strings(rows: Rows, key: str, source: str) -> np.ndarray:
     """Normalised key strings of the ``key`` column (categorical rule)."""
     return categorical_strings(column(rows, key), key, source)[0]
+
+
+def value_matches(keys: np.ndarray, row_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each row, "1" if its key is among its values, "0" if not, "" (missing) if the key is missing.
+
+    Args:
+        keys: (N,) normalised key strings ("" = missing).
+        row_ids: (V,) int64 row of each value of the exploded multi-valued column.
+        values: (V,) normalised value strings.
+
+    Returns:
+        (N,) object array of "1" / "0" / "".
+
+    Example:
+        >>> value_matches(np.array(["rock", "jazz", "", "pop"], dtype=object), np.array([0, 0, 1, 2]),
+        ...               np.array(["pop", "rock", "pop", "jazz"], dtype=object)).tolist()
+        ['1', '0', '', '0']
+    """
+    keys = np.asarray(keys, dtype=object)
+    hit = np.zeros(len(keys), dtype=bool)
+    if len(row_ids):
+        hit[row_ids[values == keys[row_ids]]] = True
+    out = np.where(hit, "1", "0").astype(object)
+    out[keys == ""] = ""
+    return out

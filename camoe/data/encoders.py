@@ -54,7 +54,7 @@ from camoe.data.columns import (
     num_rows,
     numeric_values,
 )
-from camoe.data.derived import key_strings, prior_counts, time_parts, timestamps_in_seconds
+from camoe.data.derived import key_strings, prior_counts, time_parts, timestamps_in_seconds, value_matches
 from camoe.schema import MISSING_ID, NUM_RESERVED, OOV_ID, InputSpec
 
 __all__ = ["HASH_KEY", "EncodedFeatures", "EncoderFit", "FeatureEncoder", "InputQuality", "extend_encoder",
@@ -255,9 +255,8 @@ def _check_missing_policy(spec: FeatureSpec, n_missing: int, source: str) -> Non
 
 def _check_columns(features: list[FeatureSpec], rows: Rows, source: str, timestamp: str | None = None) -> None:
     present = set(columns_of(rows)) if isinstance(rows, pd.DataFrame) else rows  # a mapping: its keys
-    needed = [f.key if f.derive == "count" else f.name for f in features if f.derive != "hour" and
-              f.derive != "day_of_week"]
-    if timestamp and any(f.derive for f in features) and isinstance(rows, pd.DataFrame):
+    needed = [name for f in features for name in f.source_columns]
+    if timestamp and any(f.timed for f in features) and isinstance(rows, pd.DataFrame):
         needed.append(timestamp)  # a request ({column: values}) without it is stamped with the time it is scored
     missing = [name for name in dict.fromkeys(needed) if name and name not in present]
     if missing:
@@ -269,11 +268,18 @@ def _derived_columns(features: list[FeatureSpec], schema: SchemaConfig, rows: Ro
     """Values of the derived features (``camoe.data.derived``); ``seeds`` = rows per key before these rows (None
     for the training rows themselves, which count among themselves only)."""
     specs = [f for f in features if f.derive is not None]
+    out: dict[str, pd.Series] = {}
+    for spec in specs:
+        if spec.derive == "match":
+            assert spec.key is not None and spec.within is not None
+            within = spec.model_copy(update={"name": spec.within, "max_len": 1 << 62})
+            row_ids, _, values = _split_multi(column(rows, spec.within), within)
+            out[spec.name] = pd.Series(value_matches(key_strings(rows, spec.key, source), row_ids, values))
+    specs = [f for f in specs if f.timed]
     if not specs:
-        return {}
+        return out
     assert schema.timestamp is not None
     seconds = timestamps_in_seconds(rows, schema.timestamp, schema.timestamp_unit, source)
-    out: dict[str, pd.Series] = {}
     hour, weekday = time_parts(seconds)
     for spec in specs:
         if spec.derive == "hour":

@@ -87,3 +87,45 @@ def test_derived_feature_settings_are_checked() -> None:
         camoe.load_config({"schema": {"timestamp": None, "features": [
             {"name": "h", "type": "categorical", "derive": "hour"}]}})
     assert FeatureEncoder  # the encoder computes them (camoe.data.encoders)
+
+
+MATCH = [
+    {"name": "device", "type": "categorical"},
+    {"name": "interest_match", "type": "categorical", "derive": "match", "key": "ad_category", "within": "interests"},
+]
+
+
+def test_a_match_feature_is_one_when_the_key_is_among_the_rows_values_on_frames_csv_and_requests(tmp_path) -> None:
+    frame = camoe.generate_log(camoe.SyntheticConfig(rows=4000, seed=3))
+    # key and multi-valued column are read for the match only (neither is a feature of its own here)
+    cfg = camoe.load_config(camoe.demo_config_path(), {
+        "schema": {"features": MATCH, "timestamp": None}, "data": {"split": {"method": "random"}},
+        "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
+        "train": {"epochs": 1}})
+    pipe = camoe.CTRPipeline(cfg).fit(frame.iloc[:3000], frame.iloc[3000:])
+    enc = pipe.encoder_
+    j = list(enc.input_spec_.cat_features).index("interest_match")
+    vocab = {v: i + 2 for i, v in enumerate(enc.vocab_["interest_match"])}  # id = position + 2
+    expected = [c in s.split("|") for c, s in zip(frame["ad_category"], frame["interests"])]
+    ids = enc.transform(frame).cat_ids[:, j]
+    assert ids.tolist() == [vocab["1"] if e else vocab["0"] for e in expected] and 0 < np.mean(expected) < 1
+    # a CSV and a request ({column: list}, values with spaces, list cells) give the same ids
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    assert (enc.transform(camoe.read_table(tmp_path / "rows.csv")).cat_ids[:, j] == ids).all()
+    request = {"format": ["audio_music"] * 4, "device": ["ios"] * 4,
+               "ad_category": [" rock", "jazz", None, "pop"], "interests": ["rock|pop", ["pop", "jazz"], "jazz", ""]}
+    assert enc.transform(request).cat_ids[:, j].tolist() == [vocab["1"], vocab["1"], 0, vocab["0"]]  # 0 = missing
+    assert np.isfinite(pipe.predict_proba(request)).all()
+    with pytest.raises(ValueError, match=r"missing feature column\(s\) \['interests'\]"):
+        pipe.predict_proba({k: v for k, v in request.items() if k != "interests"})
+
+
+def test_match_feature_settings_are_checked() -> None:
+    for bad in ({"type": "numeric", "key": "a", "within": "b"}, {"type": "categorical", "key": "a"},
+                {"type": "categorical", "within": "b"}):
+        with pytest.raises(camoe.ConfigError, match="derive: match needs type: categorical"):
+            camoe.load_config({"schema": {"features": [{"name": "m", "derive": "match", **bad}]}})
+    with pytest.raises(camoe.ConfigError, match="within is read by derive: match only"):
+        camoe.load_config({"schema": {"features": [{"name": "m", "type": "categorical", "within": "b"}]}})
+    # no timestamp needed: a match is computed from the row alone
+    assert camoe.load_config({"schema": {"timestamp": None, "features": MATCH}}).schema_.features[1].derive == "match"
