@@ -240,6 +240,13 @@ class TrainConfig(_Strict):
     embedding_learning_rate: float | None = Field(None, gt=0)  # of the embedding tables; null = learning_rate
     weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled weight decay
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decay to 0 over epochs × steps per epoch
+    # validate, keep and export an exponential moving average of the weights (Polyak averaging; torch.optim.swa_utils)
+    # with this decay per step, e.g. 0.999 (a window of ~1,000 steps); null = the raw weights
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    # after training, shift each task's logit bias so its mean pCTR over the training rows equals its training CTR
+    # (the maximum-likelihood intercept; one forward pass over the training rows): Adam leaves the intercept where its
+    # last noisy steps put it (calibration 0.88-1.3 between checkpoints); rankings within a task are unchanged
+    refit_output_bias: bool = False
     warmup_steps: int = Field(0, ge=0)  # linear learning-rate warm-up over the first steps, then lr_schedule
     l2_embedding: float = Field(0.0, ge=0)  # extra L2 on looked-up embeddings, logged as its own loss part
     patience: int = Field(2, ge=1)  # early stopping: evaluations without a better mean validation AUC-PR

@@ -531,6 +531,7 @@ class CTRPipeline:
             extra={"train": {"history": result.history if result else [],
                              "best_step": result.best_step if result else None,
                              "rows_per_s": result.rows_per_s if result else None,
+                             "output_bias_shift": result.output_bias_shift if result else {},
                              "gates": self.diagnostics_}, **(manifest or {})},
             write_files={"model.onnx": self._export_onnx},
         )

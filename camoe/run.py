@@ -186,7 +186,8 @@ def train_and_evaluate(
                 **({"warm_start": {"from": str(warm_start), **pipe.warm_start_}} if pipe.warm_start_ else {})}
     summary = {**metrics.get("test", {}), "split": splits.plan.to_dict(), "gates": pipe.diagnostics_,
                "train": {"rows": pipe.format_counts_.total, "best_step": pipe.train_result_.best_step,
-                         "rows_per_s": pipe.train_result_.rows_per_s, "streaming": not splits.train.in_memory}}
+                         "rows_per_s": pipe.train_result_.rows_per_s, "streaming": not splits.train.in_memory,
+                         "output_bias_shift": pipe.train_result_.output_bias_shift}}
     pipe.save(out, metrics=summary, manifest=manifest)
     shown = metrics.get("test") or metrics.get("valid")
     if shown is not None:

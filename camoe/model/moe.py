@@ -119,6 +119,12 @@ class MultiTaskMoE(nn.Module):
         if self.shared_tower:
             bias[self.num_tasks :].zero_()
 
+    def shift_output_bias(self, shift: torch.Tensor) -> None:
+        """Add ``shift`` (T,) logits to each task tower's logit bias (``Trainer``'s bias refit after training)."""
+        bias = self.towers.biases[-1]  # (T [+ 1], 1, 1)
+        with torch.no_grad():
+            bias[: self.num_tasks] += shift.view(-1, 1, 1).to(bias.dtype)
+
     def forward(
         self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor, tasks: torch.Tensor | None = None
     ) -> ModelOutput:

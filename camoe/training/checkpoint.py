@@ -87,12 +87,13 @@ class Checkpoint:
     epoch_rng: torch.Tensor
     torch_rng: torch.Tensor
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    averaged_model: dict[str, Any] | None = None  # train.ema_decay: the weight average's state (AveragedModel)
 
     def save(self, path: str | Path) -> None:
         """Write atomically with a checksum (a kill leaves the previous checkpoint intact)."""
         payload = {"state": asdict(self.state), "model": self.model, "best_model": self.best_model,
                    "optimizer": self.optimizer, "scheduler": self.scheduler, "log_vars": self.log_vars,
-                   "epoch_rng": self.epoch_rng, "torch_rng": self.torch_rng,
+                   "epoch_rng": self.epoch_rng, "torch_rng": self.torch_rng, "averaged_model": self.averaged_model,
                    "fingerprint": json.dumps(self.fingerprint, sort_keys=True, default=str)}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -135,7 +136,7 @@ class Checkpoint:
             payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
             return cls(TrainState(**payload["state"]), payload["model"], payload["best_model"], payload["optimizer"],
                        payload["scheduler"], payload["log_vars"], payload["epoch_rng"], payload["torch_rng"],
-                       json.loads(payload["fingerprint"]))
+                       json.loads(payload["fingerprint"]), payload.get("averaged_model"))
         except Exception as err:  # noqa: BLE001 - any failure past a valid checksum is a foreign payload
             raise CheckpointError(f"{path}: unreadable checkpoint payload ({type(err).__name__}: {err})") from None
 

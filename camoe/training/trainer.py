@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import swa_utils
 from tqdm.auto import tqdm
 
 from camoe.batch import Batch
@@ -74,6 +75,7 @@ class TrainResult:
         steps: optimizer steps run.
         rows_per_s: training rows per second of wall time, evaluation excluded.
         resumed_from_step: the checkpoint step training resumed from (None when it started fresh).
+        output_bias_shift: task -> logits added to its tower's bias by ``train.refit_output_bias`` (empty when off).
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -82,6 +84,7 @@ class TrainResult:
     steps: int = 0
     rows_per_s: float = 0.0
     resumed_from_step: int | None = None
+    output_bias_shift: dict[str, float] = field(default_factory=dict)
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -136,6 +139,7 @@ class Trainer:
         self.state = TrainState()
         self.result = TrainResult()
         self.best_model: dict[str, torch.Tensor] = {}
+        self.averaged: swa_utils.AveragedModel | None = None  # train.ema_decay (built with the optimizer)
         self._pending: list[torch.Tensor] = []  # per step: [total, l2, task losses (T), task has rows (T)]
         self._pending_steps: list[tuple[int, int]] = []  # (step, epoch) of each pending entry
         self._has_l2 = False
@@ -195,6 +199,11 @@ class Trainer:
             net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device] if device.type == "cuda" else None)
         self.net = torch.compile(net) if cfg.compile else net
+        # Polyak averaging: evaluation, the best weights and the artifact use the average; the optimizer steps the raw
+        # weights (Adam moves every weight by about the learning rate per step, so raw weights jitter around the
+        # optimum; the logit biases' jitter shows as calibration that swings between evaluations)
+        self.averaged = (swa_utils.AveragedModel(self.model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+                                                 use_buffers=True) if cfg.ema_decay is not None else None)
         self.best_model = _state_copy(self.model)
 
     # ------------------------------------------------------------------ checkpoints
@@ -208,6 +217,7 @@ class Trainer:
             scheduler={"schedulers": [sc.state_dict() for sc in self.schedulers]},
             log_vars=self.log_vars.detach().clone() if self.log_vars is not None else None,
             epoch_rng=epoch_rng, torch_rng=torch.get_rng_state(), fingerprint=self.fingerprint,
+            averaged_model=self.averaged.state_dict() if self.averaged is not None else None,
         )
 
     def save_checkpoint(self, epoch_rng: torch.Tensor) -> None:
@@ -229,6 +239,8 @@ class Trainer:
             scheduler.load_state_dict(state)
         if self.log_vars is not None and ck.log_vars is not None:
             self.log_vars.data.copy_(ck.log_vars)
+        if self.averaged is not None and ck.averaged_model is not None:
+            self.averaged.load_state_dict(ck.averaged_model)
         self.state, self.best_model = ck.state, ck.best_model
         self.result.resumed_from_step = ck.state.step
         torch.set_rng_state(ck.torch_rng)
@@ -270,6 +282,8 @@ class Trainer:
         for optimizer, scheduler in zip(self.optimizers, self.schedulers):
             optimizer.step()
             scheduler.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         self.state.step += 1
         self.state.rows_seen += rows
         if len(self._pending) >= cfg.finite_check_every_steps:
@@ -314,21 +328,22 @@ class Trainer:
             entry[name] = st.part_sums[name] / count if count else None  # None = "no rows" for a task
         st.part_sums, st.part_counts = {}, {}
         stop = False
+        scored = self.averaged.module if self.averaged is not None else self.model  # the weights kept and exported
         if self.validate is not None:
-            verdict = self.validate(self.model) if self.ctx.is_main else None
+            verdict = self.validate(scored) if self.ctx.is_main else None
             score, details = self.ctx.broadcast(verdict)
             entry["valid_score"], entry["valid"] = score, details
             improved = not math.isnan(score) and (math.isnan(st.best_score) or score > st.best_score)
             if improved or (math.isnan(st.best_score) and st.best_step == 0):
                 st.best_score, st.best_step = score, st.step
-                self.best_model = _state_copy(self.model)
+                self.best_model = _state_copy(scored)
                 st.bad_evals = 0
             else:
                 st.bad_evals += 1
                 stop = st.bad_evals >= self.config.patience
         else:
             st.best_step = st.step
-            self.best_model = _state_copy(self.model)
+            self.best_model = _state_copy(scored)
         st.history.append(entry)
         if self.log is not None and self.ctx.is_main:
             self.log(entry)
@@ -387,15 +402,53 @@ class Trainer:
                 break
             st.epoch, st.next_batch = epoch + 1, 0
             self.save_checkpoint(generator.get_state())
-        return self._finish()
+        return self._finish(data)
 
-    def _finish(self) -> TrainResult:
+    @torch.no_grad()
+    def _bias_refit(self, data: TrainData, newton_steps: int = 50) -> torch.Tensor:
+        """(T,) logit shift per task that makes its mean pCTR over its training rows equal its training CTR.
+
+        The score equation of a logistic model's intercept (mean(sigmoid(z + b)) = mean(y) at the maximum likelihood),
+        solved by damped Newton steps in float64 over one pass of the (unshuffled) training rows, each row scored by the
+        heads whose loss it trains (mask ≥ 1; soft transfer rows left out). A task without clicks, or with only
+        clicks, keeps its bias (its solution is at infinity). Every data-parallel rank scores all rows, so all agree.
+        """
+        own = (self.mask >= 1).cpu()  # (K, T)
+        logits: list[list[torch.Tensor]] = [[] for _ in self.tasks]
+        clicks = torch.zeros(len(self.tasks), dtype=torch.float64)
+        for batch in data.batches(None):
+            assert batch.labels is not None
+            if self.ctx.device.type != "cpu":
+                batch = batch.to(self.ctx.device)
+            z = self.model(batch.cat_ids, batch.multi_ids, batch.dense).logits.float().cpu()  # (B, T)
+            rows = own[batch.format_ids.cpu()]  # (B, T) bool
+            labels = batch.labels.cpu().double()
+            for t in range(len(self.tasks)):
+                logits[t].append(z[rows[:, t], t].double())
+                clicks[t] += labels[rows[:, t]].sum()
+        shift = torch.zeros(len(self.tasks), dtype=torch.float64)
+        for t, parts in enumerate(logits):
+            z = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            if not 0 < clicks[t] < len(z):
+                continue
+            b = 0.0
+            for _ in range(newton_steps):  # steps of at most one logit: no overshoot into sigmoid's flat tails
+                p = torch.sigmoid(z + b)
+                b -= max(-1.0, min(1.0, float((p.sum() - clicks[t]) / (p * (1 - p)).sum().clamp_min(1e-12))))
+            shift[t] = b
+        return shift.float().to(self.ctx.device)
+
+    def _finish(self, data: TrainData) -> TrainResult:
         self._flush()
         self._bar.close()
         self.model.load_state_dict(self.best_model)
-        self.model.to("cpu")  # artifacts, scoring and export run on the CPU
         self.model.eval()
         st, result = self.state, self.result
+        if self.config.refit_output_bias and callable(getattr(self.model, "shift_output_bias", None)):
+            shift = self._bias_refit(data)
+            self.model.shift_output_bias(shift)  # type: ignore[operator]
+            result.output_bias_shift = dict(zip(self.tasks, shift.tolist()))
+        self.model.to("cpu")  # artifacts, scoring and export run on the CPU
         result.history, result.best_step, result.best_score = st.history, st.best_step, st.best_score
         result.steps = st.step
         result.rows_per_s = st.rows_seen / self._train_seconds if self._train_seconds > 0 else 0.0

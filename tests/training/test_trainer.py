@@ -29,7 +29,8 @@ def _config(**extra: object) -> camoe.RunConfig:
 
 
 @pytest.mark.parametrize("extra", [{}, {"model": {"sparse_embeddings": True, "norm": "batch"},
-                                       "train": {"warmup_steps": 30}}], ids=["dense", "sparse_norm_warmup"])
+                                       "train": {"warmup_steps": 30}}, {"train": {"ema_decay": 0.9}}],
+                         ids=["dense", "sparse_norm_warmup", "weight_average"])
 def test_resume_after_stop_is_bit_identical(synthetic_log: pd.DataFrame, tmp_path: Path, extra: dict) -> None:
     cfg = _config(**extra)
     splits = camoe.split_frame(synthetic_log, cfg.data.split, cfg.schema.timestamp)
@@ -132,3 +133,40 @@ def test_embedding_tables_get_their_own_learning_rate(sparse: bool) -> None:
     assert rates[id(model[0].weight)] == pytest.approx(0.05)
     assert rates[id(model[1].weight)] == pytest.approx(0.001)
     assert len(trainer.optimizers) == (2 if sparse else 1)  # sparse tables: a lazy Adam of their own
+
+
+def test_a_weight_average_is_what_is_validated_kept_and_exported(synthetic_log: pd.DataFrame) -> None:
+    splits = camoe.split_frame(synthetic_log, _config().data.split, "ts")
+    raw = camoe.CTRPipeline(_config()).fit(splits["train"], splits["valid"])
+    averaged = camoe.CTRPipeline(_config(train={"ema_decay": 0.95})).fit(splits["train"], splits["valid"])
+    # the same optimizer path (same seed, same raw steps), but other weights kept: the average of the raw ones
+    assert not np.array_equal(raw.predict_proba(splits["valid"]), averaged.predict_proba(splits["valid"]))
+    result = averaged.train_result_
+    best = next(h for h in result.history if h["step"] == result.best_step)
+    tasks = averaged.evaluate(splits["valid"], split="valid")["tasks"]
+    finite = [m["auc_pr"] for m in tasks.values() if not np.isnan(m["auc_pr"])]
+    assert best["valid_score"] == pytest.approx(float(np.mean(finite)), abs=5e-3)  # binned vs exact AUC-PR
+    for task, value in best["valid"]["auc_pr"].items():
+        if not np.isnan(value):
+            assert value == pytest.approx(tasks[task]["auc_pr"], abs=5e-3), task
+
+
+def test_the_bias_refit_matches_each_tasks_mean_pctr_to_its_training_ctr_without_changing_rankings(
+        synthetic_log: pd.DataFrame) -> None:
+    splits = camoe.split_frame(synthetic_log, _config().data.split, "ts")
+    train = splits["train"]
+    on = camoe.CTRPipeline(_config(train={"ema_decay": 0.95, "refit_output_bias": True})).fit(train, splits["valid"])
+    off = camoe.CTRPipeline(_config(train={"ema_decay": 0.95, "refit_output_bias": False})).fit(train, splits["valid"])
+    tasks = train["format"].map(on.layout_.format_to_task).to_numpy()
+    p_on, p_off = on.predict_proba(train), off.predict_proba(train)
+    shift = on.train_result_.output_bias_shift
+    assert set(shift) == set(on.layout_.tasks) and off.train_result_.output_bias_shift == {}
+    for task in on.layout_.tasks:
+        rows = tasks == task
+        clicks = train["click"].to_numpy()[rows]
+        assert p_on[rows].mean() == pytest.approx(clicks.mean(), rel=1e-4), task  # the intercept's score equation
+        assert abs(p_off[rows].mean() / clicks.mean() - 1) > 1e-3, task  # what training alone left
+        assert shift[task] != 0
+        # one logit shift per task: the order of its rows' pCTRs is unchanged (up to float32 rounding of near-ties)
+        ordered = p_on[rows][np.argsort(p_off[rows], kind="stable")]
+        assert (np.diff(ordered) >= -1e-6 * ordered[1:]).all(), task
