@@ -241,7 +241,8 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled weight decay
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decay to 0 over epochs × steps per epoch
     # validate, keep and export an exponential moving average of the weights (Polyak averaging; torch.optim.swa_utils)
-    # with this decay per step, e.g. 0.999 (a window of ~1,000 steps); null = the raw weights
+    # with this decay per step, e.g. 0.999 (a window of ~1,000 steps; warmed up: after n updates the decay is at most
+    # (1 + n) / (10 + n), so short runs average their own steps); null = the raw weights
     ema_decay: float | None = Field(None, gt=0, lt=1)
     # after training, shift each task's logit bias so its mean pCTR over the training rows equals its training CTR
     # (the maximum-likelihood intercept; one forward pass over the training rows): Adam leaves the intercept where its

@@ -111,8 +111,9 @@ def test_in_memory_and_streamed_metrics_agree_within_the_histogram_tolerance(run
                                  attributes=pipe.format_attributes_, exact_max_rows=0)
     assert binned["metric_precision"].startswith("score histograms")
     for name, exact in a["tasks"].items():
-        for key in EXACT_KEYS:  # sums stay exact
-            assert binned["tasks"][name][key] == pytest.approx(exact[key], rel=1e-9, nan_ok=True), (name, key)
+        for key in EXACT_KEYS:  # sums stay exact, up to float32 pCTRs of two scoring passes (batches blocked
+            # differently: ~1e-7 per row, a few 1e-9 on a mean)
+            assert binned["tasks"][name][key] == pytest.approx(exact[key], rel=1e-8, nan_ok=True), (name, key)
         for key in ("auc_pr", "auc_roc"):  # scores rounded to 2^-12 relative tie up: a few 1e-3 on small splits
             if not math.isnan(exact[key]):
                 assert abs(binned["tasks"][name][key] - exact[key]) < 5e-3, (name, key)
@@ -156,7 +157,7 @@ def test_predict_eager_and_onnx_evaluate_and_service_give_the_same_pctr(runs) ->
     pipe = camoe.CTRPipeline.load(artifact)
     np.testing.assert_allclose(pipe.predict_proba(rows), eager["pctr"], rtol=0, atol=1e-9)
     # the service (both backends), one candidate per row with every feature of the row
-    names = [f.name for f in pipe.config.schema.features]
+    names = list(dict.fromkeys(c for f in pipe.config.schema.features for c in f.source_columns))
     candidates = []
     for _, r in rows.iterrows():
         cand = {"format": r["format"]}

@@ -87,6 +87,23 @@ class TrainResult:
     output_bias_shift: dict[str, float] = field(default_factory=dict)
 
 
+def _ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """``AveragedModel`` update: average <- decay_n · average + (1 − decay_n) · weights after the n-th update, with
+    decay_n = min(decay, (1 + n) / (10 + n)), so a short run (or a small per-task model) averages over its own steps
+    instead of its initial weights (the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates=...)``)."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for avg, cur in zip(averaged, current):
+            if avg.is_floating_point():
+                avg.lerp_(cur, weight)
+            else:  # integer buffers (batch norm's step count): the latest value
+                avg.copy_(cur)
+
+    return update
+
+
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -202,7 +219,7 @@ class Trainer:
         # Polyak averaging: evaluation, the best weights and the artifact use the average; the optimizer steps the raw
         # weights (Adam moves every weight by about the learning rate per step, so raw weights jitter around the
         # optimum; the logit biases' jitter shows as calibration that swings between evaluations)
-        self.averaged = (swa_utils.AveragedModel(self.model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+        self.averaged = (swa_utils.AveragedModel(self.model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay),
                                                  use_buffers=True) if cfg.ema_decay is not None else None)
         self.best_model = _state_copy(self.model)
 
