@@ -154,6 +154,28 @@ class SchemaConfig(_Strict):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"schema.features: {clash} is the label or true_prob column and cannot be a feature")
+        by_name = {f.name: f for f in self.features}
+        for f in self.features:
+            read = [c for c in (f.key, f.within) if c is not None]
+            if set(read) & reserved:
+                raise ValueError(f"feature '{f.name}': derived from {sorted(set(read) & reserved)}, the label or "
+                                 f"true_prob column (the model would see the click it predicts)")
+            for c in read:
+                if c in by_name and by_name[c].derive is not None:
+                    raise ValueError(f"feature '{f.name}': '{c}' is itself a derived feature; key and within name "
+                                     f"columns of the data")
+            if f.derive != "match":
+                continue
+            key, within = by_name.get(str(f.key)), by_name.get(str(f.within))
+            if f.key == f.within:
+                raise ValueError(f"feature '{f.name}': key and within are both '{f.key}'; key names a one-valued "
+                                 f"column (e.g. ad_category), within a multi-valued one (e.g. interests)")
+            if key is not None and key.type == "multi_categorical":
+                raise ValueError(f"feature '{f.name}': key '{f.key}' is a multi_categorical feature; key names a "
+                                 f"one-valued column")
+            if within is not None and within.type == "multi_categorical" and within.separator != f.separator:
+                raise ValueError(f"feature '{f.name}': splits '{f.within}' by separator '{f.separator}', but feature "
+                                 f"'{f.within}' splits it by '{within.separator}'; give both the same separator")
         timed = [f.name for f in self.features if f.timed]
         if timed and self.timestamp is None:
             raise ValueError(f"schema.features: {timed} are derived from the timestamp; set schema.timestamp")
@@ -244,6 +266,8 @@ class TrainConfig(_Strict):
     # with this decay per step, e.g. 0.999 (a window of ~1,000 steps; warmed up: after n updates the decay is at most
     # (1 + n) / (10 + n), so short runs average their own steps); null = the raw weights
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    _ema_off = field_validator("ema_decay", mode="before")(
+        lambda v: None if v is False or (isinstance(v, str) and v.strip().lower() in ("off", "false", "none")) else v)
     # after training, shift each task's logit bias so its mean pCTR over the training rows equals its training CTR
     # (the maximum-likelihood intercept; one forward pass over the training rows): Adam leaves the intercept where its
     # last noisy steps put it (calibration 0.88-1.3 between checkpoints); rankings within a task are unchanged

@@ -342,6 +342,7 @@ class CTRPipeline:
         trainer = Trainer(
             self.model_, layout.mask, layout.tasks, cfg.train, ctx=ctx, log=log, progress=progress,
             checkpoint_path=checkpoint_path, fingerprint=fingerprint, init_bias=warm_start is None,
+            format_task=layout.format_task_index,
             validate=self._validator(valid_stream, names["valid"]) if valid_stream is not None else None,
         )
         self.train_result_ = trainer.fit(train_stream, checkpoint)

@@ -52,6 +52,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from camoe.artifact import schema_fingerprint
+from camoe.data.batches import input_columns
 from camoe.scoring import Scorer
 from camoe.version import __version__
 
@@ -249,6 +250,10 @@ def create_app(scorer: Scorer, limits: ServiceLimits | None = None, **overrides:
         limits = ServiceLimits(**{**limits.__dict__, **overrides})
     layout, schema = scorer.layout, scorer.schema
     feature_names = {f.name for f in schema.features}
+    # what a request may send: the columns the features are read or derived from (a derived feature's own name is
+    # not a column); the timestamp only when a feature derives from it, and only if sent (else: scored now)
+    request_names = set(input_columns(schema, labels=False)) - {schema.format}
+    optional = {schema.timestamp} & request_names
     unknown_required = sorted(set(limits.require_features) - feature_names)
     if unknown_required:
         raise ValueError(f"require_features: {unknown_required} are not features of the model; features: "
@@ -342,11 +347,12 @@ def create_app(scorer: Scorer, limits: ServiceLimits | None = None, **overrides:
         context, candidates = parsed
         if len(candidates) > limits.max_candidates:
             return _error(422, f"candidates: {len(candidates)} exceeds max_candidates={limits.max_candidates}")
-        unknown_ctx = sorted(set(context) - feature_names)
+        unknown_ctx = sorted(set(context) - request_names)
         if unknown_ctx:
-            return _error(422, f"context: unknown features {unknown_ctx}; features: {sorted(feature_names)}")
+            return _error(422, f"context: unknown features {unknown_ctx}; features: {sorted(request_names)}")
         n = len(candidates)
-        columns: dict[str, list[Any]] = {name: [context.get(name)] * n for name in feature_names}
+        sent = {name for name in optional if name in context or any(name in c for c in candidates)}
+        columns: dict[str, list[Any]] = {name: [context.get(name)] * n for name in request_names - optional | sent}
         formats = [c["format"] for c in candidates]
         columns[schema.format] = formats
         for i, cand in enumerate(candidates):
@@ -356,9 +362,9 @@ def create_app(scorer: Scorer, limits: ServiceLimits | None = None, **overrides:
             for name, value in cand.items():
                 if name == "format":
                     continue
-                if name not in feature_names:
-                    unknown = sorted(set(cand) - feature_names - {"format"})
-                    return _error(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(feature_names)}")
+                if name not in request_names:
+                    unknown = sorted(set(cand) - request_names - {"format"})
+                    return _error(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(request_names)}")
                 columns[name][i] = value  # the candidate's own value overrides the context's
         try:  # {column: N values}: encoded by the training encoder without building a DataFrame
             result = scorer.score(columns, "request")

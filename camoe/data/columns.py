@@ -430,7 +430,11 @@ class FormatCounts:
         """Fold the content of the counted rows into ``digest``: a 64-bit hash per row (every column's value), summed
         mod 2^64, so the result does not depend on how the rows were cut into chunks or in which order they came."""
         if len(frame):
-            row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+            try:
+                row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+            except TypeError:  # list cells (a Parquet list column, a frame of lists): hash their text form
+                listed = {c: frame[c].map(repr) for c in frame.columns if frame[c].dtype == object}
+                row_hashes = pd.util.hash_pandas_object(frame.assign(**listed), index=False).to_numpy(np.uint64)
             with np.errstate(over="ignore"):
                 self.digest = int((np.uint64(self.digest) + row_hashes.sum(dtype=np.uint64)) & np.uint64(2**64 - 1))
 

@@ -175,7 +175,11 @@ def _split_multi(col: pd.Series | np.ndarray, spec: FeatureSpec) -> tuple[np.nda
                 except TypeError as err:
                     raise ValueError(f"multi-valued feature '{spec.name}', row {i}: nested value ({err})") from None
             else:
-                text = category_value(cell)
+                try:
+                    text = category_value(cell)
+                except TypeError as err:  # a dict or set cell
+                    raise ValueError(f"multi-valued feature '{spec.name}', row {i}: got a {type(cell).__name__} "
+                                     f"({err}); expected a list of values or '{sep}'-separated text") from None
                 items = category_values(text.split(sep)) if sep in text else ([text] if text else [])
             items = [v for v in items if v]
         kept.append(items[:max_len])

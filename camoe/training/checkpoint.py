@@ -34,7 +34,9 @@ _HEADER = struct.Struct("<8s32sQ")
 # config keys whose change keeps the restored state meaningful; ``--allow-change KEY`` accepts them on resume
 RESUME_SAFE_KEYS = ("train.epochs", "train.patience", "train.max_steps", "train.eval_every_steps")
 # keys that never change results (speed, logging, where files go): ignored by the comparison
+# (train.refit_output_bias acts after the last step, so a checkpoint continues the same way with either value)
 _NO_EFFECT_KEYS = ("output_dir", "train.num_threads", "train.reuse_freed_memory", "train.checkpoint_every_steps",
+                   "train.refit_output_bias",
                    "train.finite_check_every_steps", "data.path", "data.valid_path", "data.test_path", "data.streaming.exact_metrics_max_rows")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,6 +131,9 @@ class Trainer:
         fingerprint: the run's config and data summary, stored in every checkpoint (``--resume`` compares it).
         init_bias: start each tower's logit bias at the logit of its task's training CTR (False for a warm start,
             whose towers already learned theirs).
+        format_task: (K,) int index of the task head that scores each format (``TaskLayout.format_task_index``);
+            the bias refit (``train.refit_output_bias``) calibrates each head on these rows. None: the first task
+            whose mask entry is 1 (the same unless grouping.transfer or train.masking: false train other heads too).
 
     Raises (from ``fit``):
         FloatingPointError: a loss part is non-finite; names the step and the part (case B08).
@@ -141,7 +145,7 @@ class Trainer:
         validate: Validate | None = None, ctx: DistContext | None = None,
         log: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
         checkpoint_path: str | Path | None = None, fingerprint: dict[str, Any] | None = None,
-        init_bias: bool = True,
+        init_bias: bool = True, format_task: np.ndarray | None = None,
     ) -> None:
         unknown = sorted(set(config.task_weights) - set(tasks))
         if unknown:
@@ -153,6 +157,8 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.fingerprint = fingerprint or {}
         self.init_bias = init_bias
+        self.format_task = torch.as_tensor(np.argmax(np.asarray(mask) >= 1, axis=1) if format_task is None
+                                           else format_task, dtype=torch.long)  # (K,)
         self.state = TrainState()
         self.result = TrainResult()
         self.best_model: dict[str, torch.Tensor] = {}
@@ -423,14 +429,18 @@ class Trainer:
 
     @torch.no_grad()
     def _bias_refit(self, data: TrainData, newton_steps: int = 50) -> torch.Tensor:
-        """(T,) logit shift per task that makes its mean pCTR over its training rows equal its training CTR.
+        """(T,) logit shift per task that makes its mean pCTR over its own training rows equal their CTR.
 
-        The score equation of a logistic model's intercept (mean(sigmoid(z + b)) = mean(y) at the maximum likelihood),
-        solved by damped Newton steps in float64 over one pass of the (unshuffled) training rows, each row scored by the
-        heads whose loss it trains (mask ≥ 1; soft transfer rows left out). A task without clicks, or with only
+        A task's own rows are those of the formats it scores (``format_task``; rows that grouping.transfer or
+        train.masking: false also train on it are scored by their own head, so they do not count). The score equation
+        of a logistic model's intercept (mean(sigmoid(z + b)) = mean(y) at the maximum likelihood), solved by damped
+        Newton steps in float64 over one pass of the (unshuffled) training rows. A task without clicks, or with only
         clicks, keeps its bias (its solution is at infinity). Every data-parallel rank scores all rows, so all agree.
+
+        Raises:
+            FloatingPointError: a non-finite logit on a training row (names the task).
         """
-        own = (self.mask >= 1).cpu()  # (K, T)
+        own = torch.nn.functional.one_hot(self.format_task, len(self.tasks)).bool()  # (K, T)
         logits: list[list[torch.Tensor]] = [[] for _ in self.tasks]
         clicks = torch.zeros(len(self.tasks), dtype=torch.float64)
         for batch in data.batches(None):
@@ -446,12 +456,21 @@ class Trainer:
         shift = torch.zeros(len(self.tasks), dtype=torch.float64)
         for t, parts in enumerate(logits):
             z = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            if not torch.isfinite(z).all():
+                raise FloatingPointError(f"bias refit: task '{self.tasks[t]}' has {int((~torch.isfinite(z)).sum())} "
+                                         f"non-finite logits on its training rows; training diverged (lower "
+                                         f"train.learning_rate) or set train.refit_output_bias: false")
             if not 0 < clicks[t] < len(z):
                 continue
             b = 0.0
             for _ in range(newton_steps):  # steps of at most one logit: no overshoot into sigmoid's flat tails
                 p = torch.sigmoid(z + b)
                 b -= max(-1.0, min(1.0, float((p.sum() - clicks[t]) / (p * (1 - p)).sum().clamp_min(1e-12))))
+            p = torch.sigmoid(z + b)
+            if abs(float(p.sum()) / float(clicks[t]) - 1) > 1e-3:  # saturated logits: no shift reaches the CTR
+                warnings.warn(f"bias refit: task '{self.tasks[t]}' reaches a mean pCTR of {float(p.mean()):.3g} for a "
+                              f"training CTR of {float(clicks[t]) / len(z):.3g} after a shift of {b:+.2f} logits; its "
+                              f"logits are saturated", RuntimeWarning, stacklevel=2)
             shift[t] = b
         return shift.float().to(self.ctx.device)
 

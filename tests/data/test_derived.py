@@ -1,15 +1,20 @@
-"""Derived features: hour and day of week of the timestamp, and per-entity counts of the rows strictly before each
-row's timestamp (no row at or after a row's own time ever counts)."""
+"""Derived features: hour and day of week of the timestamp, per-entity counts of the rows strictly before each
+row's timestamp (no row at or after a row's own time ever counts), and the match of a one-valued column against a
+multi-valued one (the same on frames, files, requests and the service)."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 import camoe
 from camoe.data.derived import prior_counts, time_parts
 from camoe.data.encoders import FeatureEncoder
+from camoe.serving import create_app
 
 FEATURES = [
     {"name": "device", "type": "categorical"},
@@ -115,7 +120,17 @@ def test_a_match_feature_is_one_when_the_key_is_among_the_rows_values_on_frames_
     request = {"format": ["audio_music"] * 4, "device": ["ios"] * 4,
                "ad_category": [" rock", "jazz", None, "pop"], "interests": ["rock|pop", ["pop", "jazz"], "jazz", ""]}
     assert enc.transform(request).cat_ids[:, j].tolist() == [vocab["1"], vocab["1"], 0, vocab["0"]]  # 0 = missing
-    assert np.isfinite(pipe.predict_proba(request)).all()
+    expected_pctr = pipe.predict_proba(request)
+    assert np.isfinite(expected_pctr).all()
+    # the service takes the columns a derived feature reads (neither is a feature here), not the derived name
+    client = TestClient(create_app(pipe.scorer("torch")))
+    candidates = [{k: v[i] for k, v in request.items()} for i in range(4)]
+    scores = client.post("/v1/score", json={"candidates": candidates}).json()["scores"]
+    np.testing.assert_allclose([c["pctr"] for c in scores], expected_pctr, rtol=1e-6)
+    refused = client.post("/v1/score", json={"candidates": [{**candidates[0], "interest_match": "1"}]})
+    assert refused.status_code == 422 and "interest_match" in refused.json()["detail"]
+    with pytest.raises(ValueError, match=r"multi-valued feature 'interests', row 1: got a dict"):
+        pipe.predict_proba({**request, "interests": ["rock", {"a": 1}, "jazz", ""]})
     with pytest.raises(ValueError, match=r"missing feature column\(s\) \['interests'\]"):
         pipe.predict_proba({k: v for k, v in request.items() if k != "interests"})
 
@@ -129,3 +144,34 @@ def test_match_feature_settings_are_checked() -> None:
         camoe.load_config({"schema": {"features": [{"name": "m", "type": "categorical", "within": "b"}]}})
     # no timestamp needed: a match is computed from the row alone
     assert camoe.load_config({"schema": {"timestamp": None, "features": MATCH}}).schema_.features[1].derive == "match"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"key": "interests", "within": "interests"}, "key and within are both 'interests'"),
+    ({"key": "interests", "within": "genres"}, "key 'interests' is a multi_categorical feature"),
+    ({"key": "ad_category", "within": "interests", "separator": ","}, "give both the same separator"),
+    ({"key": "click", "within": "interests"}, "the label or true_prob column"),
+    ({"key": "hour_of_day", "within": "interests"}, "'hour_of_day' is itself a derived feature"),
+])
+def test_a_match_feature_that_cannot_mean_a_user_ad_match_is_refused(bad: dict, message: str) -> None:
+    features = [{"name": "interests", "type": "multi_categorical"},
+                {"name": "hour_of_day", "type": "categorical", "derive": "hour"},
+                {"name": "m", "type": "categorical", "derive": "match", **bad}]
+    with pytest.raises(camoe.ConfigError, match=message):
+        camoe.load_config({"schema": {"features": features}})
+
+
+def test_a_log_whose_multi_valued_column_is_a_parquet_list_trains_in_memory_and_streamed_alike(tmp_path) -> None:
+    frame = camoe.generate_log(camoe.SyntheticConfig(rows=6000, seed=0))
+    frame["interests"] = frame["interests"].map(lambda s: [v for v in s.split("|") if v])  # list<string> in Parquet
+    frame.to_parquet(tmp_path / "log.parquet", index=False)
+    metrics = []
+    for stream in (False, True):
+        cfg = camoe.load_config(camoe.demo_config_path(), {
+            "data": {"path": str(tmp_path / "log.parquet"), "streaming": {"enabled": stream}},
+            "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4]},
+            "train": {"epochs": 1}})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few clicks per task at this size
+            metrics.append(camoe.train_and_evaluate(cfg, output_dir=tmp_path / f"m{stream}")[1]["test"]["macro"])
+    assert metrics[0]["auc_pr"] == pytest.approx(metrics[1]["auc_pr"], rel=1e-6)

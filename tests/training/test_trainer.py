@@ -151,12 +151,17 @@ def test_a_weight_average_is_what_is_validated_kept_and_exported(synthetic_log: 
             assert value == pytest.approx(tasks[task]["auc_pr"], abs=5e-3), task
 
 
+@pytest.mark.parametrize("extra", [{}, {"grouping": {"transfer": {"video_takeover": ["audio"]}}},
+                                   {"train": {"masking": False}}], ids=["own_rows", "hard_transfer", "no_masking"])
 def test_the_bias_refit_matches_each_tasks_mean_pctr_to_its_training_ctr_without_changing_rankings(
-        synthetic_log: pd.DataFrame) -> None:
+        synthetic_log: pd.DataFrame, extra: dict) -> None:
     splits = camoe.split_frame(synthetic_log, _config().data.split, "ts")
     train = splits["train"]
-    on = camoe.CTRPipeline(_config(train={"ema_decay": 0.95, "refit_output_bias": True})).fit(train, splits["valid"])
-    off = camoe.CTRPipeline(_config(train={"ema_decay": 0.95, "refit_output_bias": False})).fit(train, splits["valid"])
+    # each task's own rows (the ones its head scores), also when transfer or no masking trains it on other rows
+    on = camoe.CTRPipeline(_config(**deep_merge(extra, {"train": {"ema_decay": 0.95, "refit_output_bias": True}}))
+                           ).fit(train, splits["valid"])
+    off = camoe.CTRPipeline(_config(**deep_merge(extra, {"train": {"ema_decay": 0.95, "refit_output_bias": False}}))
+                            ).fit(train, splits["valid"])
     tasks = train["format"].map(on.layout_.format_to_task).to_numpy()
     p_on, p_off = on.predict_proba(train), off.predict_proba(train)
     shift = on.train_result_.output_bias_shift
