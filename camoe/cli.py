@@ -705,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="write one pCTR per row, from the row's own task head")
     p.add_argument("artifact", help="artifact folder written by camoe train")
     p.add_argument("data", help="CSV/Parquet file, folder or glob")
-    p.add_argument("--output", default="predictions.csv", help=".csv or .parquet")
+    p.add_argument("--output", default="predictions.csv", help=".csv or .parquet (default: %(default)s)")
     p.add_argument("--reader", default="auto", help="auto | csv | parquet | open_bandit | ipinyou_fm")
     p.add_argument("--keep", nargs="*", help="input columns to copy into the output (e.g. an impression id)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",

@@ -364,7 +364,8 @@ def create_app(scorer: Scorer, limits: ServiceLimits | None = None, **overrides:
                     continue
                 if name not in request_names:
                     unknown = sorted(set(cand) - request_names - {"format"})
-                    return _error(422, f"candidates[{i}]: unknown features {unknown}; features: {sorted(request_names)}")
+                    return _error(422, f"candidates[{i}]: unknown features {unknown}; features: "
+                                       f"{sorted(request_names)}")
                 columns[name][i] = value  # the candidate's own value overrides the context's
         try:  # {column: N values}: encoded by the training encoder without building a DataFrame
             result = scorer.score(columns, "request")

@@ -372,8 +372,9 @@ def too_few_clicks(task_clicks: dict[str, float], min_clicks: int, split: str = 
     out = []
     for task, clicks in task_clicks.items():
         if clicks < min_clicks:
-            width = f"±{1.96 / math.sqrt(clicks):.0%}" if clicks > 0 else "not at all"
-            out.append(f"{split} split: task '{task}' has {int(clicks)} clicks: its AUC-PR is known to about {width} "
-                       f"(relative, 95%), too few to choose between settings or epochs on; a ±{relative_width:.0%} "
-                       f"interval needs about {needed} clicks (train.min_valid_clicks = {min_clicks})")
+            width = (f"is known to about ±{1.96 / math.sqrt(clicks):.0%} (relative, 95%)" if clicks > 0 else
+                     "is undefined")
+            out.append(f"{split} split: task '{task}' has {int(clicks)} clicks: its AUC-PR {width}, too few to "
+                       f"choose between settings or epochs on; a ±{relative_width:.0%} interval needs about {needed} "
+                       f"clicks (train.min_valid_clicks = {min_clicks})")
     return out

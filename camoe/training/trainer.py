@@ -157,8 +157,8 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.fingerprint = fingerprint or {}
         self.init_bias = init_bias
-        self.format_task = torch.as_tensor(np.argmax(np.asarray(mask) >= 1, axis=1) if format_task is None
-                                           else format_task, dtype=torch.long)  # (K,)
+        own = np.argmax(np.asarray(mask) >= 1, axis=1) if format_task is None else np.array(format_task)  # a copy
+        self.format_task = torch.tensor(own, dtype=torch.long)  # (K,)
         self.state = TrainState()
         self.result = TrainResult()
         self.best_model: dict[str, torch.Tensor] = {}
