@@ -268,17 +268,24 @@ def _check_columns(features: list[FeatureSpec], rows: Rows, source: str, timesta
 
 
 def _derived_columns(features: list[FeatureSpec], schema: SchemaConfig, rows: Rows, source: str,
-                     seeds: dict[str, dict[str, int]] | None) -> dict[str, pd.Series]:
+                     seeds: dict[str, dict[str, int]] | None) -> dict[str, pd.Series | np.ndarray]:
     """Values of the derived features (``camoe.data.derived``); ``seeds`` = rows per key before these rows (None
     for the training rows themselves, which count among themselves only)."""
     specs = [f for f in features if f.derive is not None]
-    out: dict[str, pd.Series] = {}
+    out: dict[str, pd.Series | np.ndarray] = {}
     for spec in specs:
         if spec.derive == "match":
             assert spec.key is not None and spec.within is not None
+            keys, cells = key_strings(rows, spec.key, source), column(rows, spec.within)
+            if len(cells) <= _SMALL and isinstance(cells, np.ndarray) and all(type(c) is str for c in cells):
+                # a request's text cells: the memoised split of each cell, no explode (the same values as below)
+                sep = spec.separator
+                out[spec.name] = np.array([("1" if k in multi_values(c, sep) else "0") if k else ""
+                                           for k, c in zip(keys.tolist(), cells.tolist())], dtype=object)
+                continue
             within = spec.model_copy(update={"name": spec.within, "max_len": 1 << 62})
-            row_ids, _, values = _split_multi(column(rows, spec.within), within)
-            out[spec.name] = pd.Series(value_matches(key_strings(rows, spec.key, source), row_ids, values))
+            row_ids, _, values = _split_multi(cells, within)
+            out[spec.name] = value_matches(keys, row_ids, values)  # (N,) object
     specs = [f for f in specs if f.timed]
     if not specs:
         return out
@@ -799,7 +806,8 @@ class FeatureEncoder:
         listed: list[int] = []  # columns of ``cat`` looked up value by value (``_small_ids``), filled at once
         listed_ids: list[list[int]] = []
         for j, spec in enumerate(self.cat_specs):  # ids; MISSING_ID marks a missing value on every path
-            values = rows[spec.name] if small_lists and spec.name not in derived else None
+            # a request's values (derived ones too: hour, day of week, match) take the per-value memo
+            values = (derived[spec.name].tolist() if spec.name in derived else rows[spec.name]) if small_lists else None
             if isinstance(values, list) and spec.encoding != "identity":
                 listed.append(j)
                 listed_ids.append(self._small_ids(spec, values, source))

@@ -114,6 +114,8 @@ def test_a_match_feature_is_one_when_the_key_is_among_the_rows_values_on_frames_
     expected = [c in s.split("|") for c, s in zip(frame["ad_category"], frame["interests"])]
     ids = enc.transform(frame).cat_ids[:, j]
     assert ids.tolist() == [vocab["1"] if e else vocab["0"] for e in expected] and 0 < np.mean(expected) < 1
+    as_request = {c: frame[c].head(300).tolist() for c in frame.columns}  # text cells: the request's memoised path
+    assert (enc.transform(as_request).cat_ids[:, j] == ids[:300]).all()
     # a CSV and a request ({column: list}, values with spaces, list cells) give the same ids
     frame.to_csv(tmp_path / "rows.csv", index=False)
     assert (enc.transform(camoe.read_table(tmp_path / "rows.csv")).cat_ids[:, j] == ids).all()
