@@ -217,6 +217,9 @@ class ModelConfig(_Strict):
     embedding_dim: int = Field(16, ge=1)  # D, shared by all categorical tables
     embedding_init_std: float = Field(0.05, gt=0)  # normal init of embedding rows
     pairwise_dot: bool = False  # append the dot products of every pair of field embeddings to x0 (DLRM-style)
+    # add a first-order term to every task's logit: one learned weight per categorical value and numeric column (the
+    # wide part of Wide & Deep; camoe.model.LinearTerm), so main effects are shared scalars learned from every format
+    wide: bool = False
     # sparse embedding gradients: each step updates only the table rows its batch looked up (lazy Adam,
     # torch.optim.SparseAdam; no weight decay or gradient clipping on the tables), instead of a dense Adam step over
     # every row. Faster with large vocabularies; not with NCCL data parallelism.

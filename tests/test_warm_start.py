@@ -46,14 +46,20 @@ def test_extended_vocabulary_keeps_every_known_id_and_appends_new_values() -> No
     assert updated.mean_ != old.mean_
 
 
-def test_warm_started_model_holds_yesterdays_embedding_rows_and_weights() -> None:
-    cfg = _config()
+@pytest.mark.parametrize("wide", [False, True])
+def test_warm_started_model_holds_yesterdays_embedding_rows_and_weights(wide: bool) -> None:
+    cfg = _config(model={"wide": wide})
     day1, day2 = _day(1, 0), _day(1, 1)
     old_enc = FeatureEncoder(cfg.schema).fit(day1)
     new_enc, _ = extend_encoder(old_enc, FeatureEncoder(cfg.schema).fit(day2))
     torch.manual_seed(0)
     old = build_model(cfg.model, old_enc.input_spec_, 3)
     new = build_model(cfg.model, new_enc.input_spec_, 3)
+    if wide:  # yesterday's first-order weights are not the zeros they start at
+        for p in old.linear.parameters():
+            torch.nn.init.normal_(p)
+        with pytest.raises(ValueError, match=r"first-order term \(model.wide\): False -> True"):
+            new.warm_start_from(build_model(cfg.model.model_copy(update={"wide": False}), old_enc.input_spec_, 3))
     new.warm_start_from(old)
     rows = day1.head(200)
     for name in ("device", "ad_id"):

@@ -8,6 +8,7 @@ from camoe.model.blocks import (
     FeatureEmbedding,
     GroupedMLP,
     GroupedNorm,
+    LinearTerm,
     PairwiseDot,
     TaskGates,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "FeatureEmbedding",
     "GroupedMLP",
     "GroupedNorm",
+    "LinearTerm",
     "MODELS",
     "ModelOutput",
     "MultiTaskMoE",

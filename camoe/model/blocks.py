@@ -1,4 +1,5 @@
-"""Building blocks: feature embedding, grouped (batched) MLP, CrossNetV2, expert bank, task gates.
+"""Building blocks: feature embedding, first-order (wide) term, grouped (batched) MLP, CrossNetV2, expert bank, task
+gates.
 
 Shapes: B batch, F categorical fields, M multi-valued fields, L values per multi-valued cell, N dense features,
 D embedding dim, d = F·D + M·D + N input width, E experts, H expert output width, T tasks, G groups (E or T).
@@ -16,7 +17,8 @@ from torch import nn
 
 from camoe.schema import MISSING_ID, InputSpec
 
-__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "GroupedNorm", "PairwiseDot", "TaskGates"]
+__all__ = ["CrossNetV2", "ExpertBank", "FeatureEmbedding", "GroupedMLP", "GroupedNorm", "LinearTerm", "PairwiseDot",
+           "TaskGates"]
 
 
 class PairwiseDot(nn.Module):
@@ -142,6 +144,41 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.encode(cat_ids, multi_ids, dense)[0]
+
+
+class LinearTerm(nn.Module):
+    """First-order (wide) term: one learned weight per categorical value, the pooled weights of a multi-valued
+    cell's values, and one weight per dense column, summed to one logit per row (the wide part of Wide & Deep, Cheng
+    et al. 2016, Eq. 1, on the raw features; the first-order term of FM, Rendle 2010, Eq. 1).
+
+    ``MultiTaskMoE`` adds it to every task's logit, so a main effect (an advertiser's, a country's) is one scalar
+    learned from every format's rows instead of something each task's tower must read out of the experts. Its
+    weights start at 0 (training starts from the deep part alone). The weights are a ``FeatureEmbedding`` of width 1
+    (same offsets, pooling, warm start and optimiser group as the embedding tables).
+
+    Args:
+        spec: table sizes and column order from the fitted encoder.
+        sparse: sparse table gradients (``model.sparse_embeddings``).
+
+    Shape:
+        cat_ids (B, F) int64, multi_ids (B, M, L) int64, dense (B, N) float32 -> (B,) float32 logits.
+    """
+
+    def __init__(self, spec: InputSpec, sparse: bool = False) -> None:
+        super().__init__()
+        self.weights = FeatureEmbedding(spec, 1, sparse=sparse)
+        nn.init.zeros_(self.weights.cat_table.weight)
+        nn.init.zeros_(self.weights.multi_table.weight)
+        self.dense = nn.Linear(spec.num_dense, 1, bias=False) if spec.num_dense else None
+        if self.dense is not None:
+            nn.init.zeros_(self.dense.weight)
+
+    def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        cat_w, multi_w = self.weights.lookup(cat_ids, multi_ids)  # (B, F, 1), (B, M, 1)
+        logit = cat_w.sum(dim=(1, 2)) + multi_w.sum(dim=(1, 2))  # (B,)
+        if self.dense is not None:
+            logit = logit + self.dense(dense).squeeze(1)
+        return logit
 
 
 def _init_stacked_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> None:

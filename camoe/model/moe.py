@@ -4,12 +4,16 @@
     h_e     = expert_e(x0)                                                         (E, B, H)
     g_t     = softmax(W_t x0)                                                      (B, T, E)
     z_t     = Σ_e g_{t,e} h_e                                                      (T, B, H)
-    logit_t = tower_t(z_t)                                                         (B, T)
+    logit_t = tower_t(z_t) [+ w(x)]                                                (B, T)
 
 With a shared tower (``model.shared_tower``; this project's addition, not in the paper) a (T+1)-th gate and tower
 read every row, and each task's logit adds it: logit_t = tower_t(z_t) + tower_s(z_s). The shared tower is trained
 by every row (through each row's own task loss), so a rare task starts from what all formats learned and its own
 tower learns the residual.
+
+With a first-order term (``model.wide``; ``LinearTerm``, also this project's addition) every task's logit adds
+w(x), one learned weight per categorical value and numeric column: main effects are then shared scalars learned from
+every format's rows, and the experts and towers learn what is not additive.
 
 CAMoE (Verma, Chen, Mei, KDD 2025, arXiv 2506.18735) is this assembly with DCN-v2 experts (``CrossNetV2`` then an
 MLP); MMoE (Ma et al. 2018) with MLP experts; the baselines with one expert or CGC's per-task experts
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from camoe.model.blocks import ExpertBank, FeatureEmbedding, GroupedMLP, TaskGates
+from camoe.model.blocks import ExpertBank, FeatureEmbedding, GroupedMLP, LinearTerm, TaskGates
 
 __all__ = ["ModelOutput", "MultiTaskMoE"]
 
@@ -52,6 +56,8 @@ class MultiTaskMoE(nn.Module):
         experts: E shared experts, (B, d) -> (E, B, H).
         gates: T softmax gates over the E experts, (B, d) -> (B, T, E).
         towers: T towers, (T, B, H) -> (T, B, 1).
+        shared_tower: the last gate and tower are shared: their logit is added to every task's.
+        linear: a first-order term (B,) added to every task's logit, or None.
 
     Shape:
         cat_ids (B, F) int64, multi_ids (B, M, L) int64, dense (B, N) float32 -> ModelOutput with logits (B, T).
@@ -72,7 +78,7 @@ class MultiTaskMoE(nn.Module):
 
     def __init__(
         self, embedding: FeatureEmbedding, experts: ExpertBank, gates: TaskGates, towers: GroupedMLP,
-        shared_tower: bool = False,
+        shared_tower: bool = False, linear: LinearTerm | None = None,
     ) -> None:
         super().__init__()
         if gates.num_experts != experts.num_experts or gates.num_tasks != towers.num_groups:
@@ -85,24 +91,30 @@ class MultiTaskMoE(nn.Module):
         self.gates = gates
         self.towers = towers
         self.shared_tower = shared_tower
+        self.linear = linear
         self.num_tasks = gates.num_tasks - int(shared_tower)  # T: the task heads (the shared tower is not one)
 
     @torch.no_grad()
     def warm_start_from(self, old: MultiTaskMoE) -> None:
         """Start from the weights of ``old``, a model of the same architecture whose embedding tables may be smaller
-        (the vocabulary grew): embedding rows are copied per feature (``FeatureEmbedding.copy_rows_from``), every
-        other tensor as it is.
+        (the vocabulary grew): embedding rows (and first-order weights) are copied per feature
+        (``FeatureEmbedding.copy_rows_from``), every other tensor as it is.
 
         Raises:
             ValueError: a tensor's shape differs (names the tensors and shapes).
         """
         mine, theirs = self.state_dict(), old.state_dict()
-        tables = {"embedding.cat_table.weight", "embedding.multi_table.weight"}
+        tables = {f"{owner}.{table}.weight" for owner in ("embedding", "linear.weights")
+                  for table in ("cat_table", "multi_table")}
         differ = [f"{k}: {tuple(theirs[k].shape) if k in theirs else None} -> {tuple(v.shape)}"
                   for k, v in mine.items() if k not in tables and (k not in theirs or theirs[k].shape != v.shape)]
+        if (self.linear is None) != (old.linear is None):
+            differ.append(f"first-order term (model.wide): {old.linear is not None} -> {self.linear is not None}")
         if differ:
             raise ValueError(f"warm start: the model's architecture differs from the artifact's: {differ}")
         self.embedding.copy_rows_from(old.embedding)
+        if self.linear is not None and old.linear is not None:
+            self.linear.weights.copy_rows_from(old.linear.weights)
         for name, value in mine.items():
             if name not in tables:
                 value.copy_(theirs[name])
@@ -150,4 +162,6 @@ class MultiTaskMoE(nn.Module):
         if self.shared_tower:
             logits = logits[:, : self.num_tasks] + logits[:, self.num_tasks :]  # (B, T): task + shared
             gates = gates[:, : self.num_tasks]
+        if self.linear is not None:
+            logits = logits + self.linear(cat_ids, multi_ids, dense).unsqueeze(1)  # (B, T): + first-order term
         return ModelOutput(logits=logits, gate_weights=gates, embeddings=fields)

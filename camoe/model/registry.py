@@ -12,7 +12,8 @@ comparisons between CAMoE and its baselines are fair.
 
 With one task (grouping ``single``) ``dnn`` / ``dcn_v2`` are the pooled single-task baselines; trained on one
 format's rows they are the "one model per format" baseline. ``model.gate_mask`` (written by ``camoe prune``)
-restricts each task's gate to its kept experts in every builder.
+restricts each task's gate to its kept experts in every builder; ``model.wide`` adds a first-order term
+(``LinearTerm``) to every task's logit in every builder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from camoe.config import ModelConfig
-from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, TaskGates
+from camoe.model.blocks import CrossNetV2, ExpertBank, FeatureEmbedding, GroupedMLP, LinearTerm, TaskGates
 from camoe.model.moe import MultiTaskMoE
 from camoe.schema import InputSpec
 
@@ -33,7 +34,7 @@ def _assemble(
     spec: InputSpec, num_tasks: int, cfg: ModelConfig, num_experts: int, cross: bool,
     allowed: torch.Tensor | None = None,
 ) -> MultiTaskMoE:
-    """Embedding -> E experts (cross network + MLP when ``cross``) -> T gates -> T towers."""
+    """Embedding -> E experts (cross network + MLP when ``cross``) -> T gates -> T towers [+ first-order term]."""
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
     embedding = FeatureEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.pairwise_dot,
@@ -54,7 +55,8 @@ def _assemble(
     gates = TaskGates(d, heads, num_experts, allowed)
     towers = GroupedMLP(heads, experts.out_dim, [*cfg.tower_hidden, 1], cfg.dropout, last_activation=False,
                         norm=cfg.norm)
-    return MultiTaskMoE(embedding, experts, gates, towers, shared_tower=shared)
+    linear = LinearTerm(spec, cfg.sparse_embeddings) if cfg.wide else None
+    return MultiTaskMoE(embedding, experts, gates, towers, shared_tower=shared, linear=linear)
 
 
 def camoe(spec: InputSpec, num_tasks: int, cfg: ModelConfig) -> MultiTaskMoE:

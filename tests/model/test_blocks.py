@@ -16,11 +16,12 @@ from camoe.model import (
     FeatureEmbedding,
     GroupedMLP,
     GroupedNorm,
+    LinearTerm,
     ModelOutput,
     TaskGates,
     build_model,
 )
-from camoe.schema import InputSpec
+from camoe.schema import MISSING_ID, InputSpec
 
 # 2 categorical fields (tables 5 and 4), 1 multi-valued field (table 6, L = 3), 2 dense features
 SPEC = InputSpec(
@@ -340,6 +341,30 @@ def test_shared_tower_adds_its_logit_to_every_task_and_starts_at_zero(seeded: No
     torch.testing.assert_close(out.logits, heads[:, :2] + heads[:, 2:])
     assert out.gate_weights.shape == (4, 2, 3)  # the task gates only
     assert build_model(tiny_model_config(shared_tower=True), SPEC, num_tasks=1).towers.num_groups == 1
+
+
+def test_a_wide_model_starts_where_the_deep_one_does_and_adds_one_weight_per_value_to_every_task() -> None:
+    for name in sorted(MODELS):
+        torch.manual_seed(0)
+        deep = build_model(tiny_model_config(name=name), SPEC, num_tasks=3)
+        torch.manual_seed(0)
+        wide = build_model(tiny_model_config(name=name, wide=True), SPEC, num_tasks=3)
+        deep.eval(), wide.eval()
+        cat, multi, dense = inputs(batch=6, seed=3)
+        torch.testing.assert_close(wide(cat, multi, dense).logits, deep(cat, multi, dense).logits)  # weights start at 0
+    term = wide.linear
+    assert isinstance(term, LinearTerm)
+    with torch.no_grad():
+        term.weights.cat_table.weight.copy_(torch.arange(9.0).view(9, 1))  # user_id rows 0..4, device rows 5..8
+        term.weights.multi_table.weight.copy_(torch.arange(6.0).view(6, 1) / 10)
+        term.dense.weight.copy_(torch.tensor([[2.0, -1.0]]))
+    multi[0, 0] = torch.tensor([1, 3, MISSING_ID])  # mean of the present values' weights: (0.1 + 0.3) / 2
+    expected = (cat[:, 0] + 5 + cat[:, 1]).float() + dense @ torch.tensor([2.0, -1.0])
+    present = multi[:, 0] != MISSING_ID
+    expected += (multi[:, 0].float() / 10 * present).sum(1) / present.sum(1).clamp_min(1)
+    torch.testing.assert_close(term(cat, multi, dense), expected)
+    torch.testing.assert_close(wide(cat, multi, dense).logits - deep(cat, multi, dense).logits,
+                               expected.unsqueeze(1).expand(6, 3))  # the same term in every task's logit
 
 
 def test_cgc_gates_use_shared_and_own_experts_only() -> None:

@@ -21,12 +21,13 @@ SCORING = """ts,user_id,ad_id,format,device,interests,bid_price,dwell_sec,click
 """
 
 
-@pytest.mark.parametrize("rate", [None, 0.1])
+@pytest.mark.parametrize(("rate", "wide"), [(None, False), (0.1, False), (None, True)])
 def test_b22_onnx_matches_eager(
-    rate: float | None, make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame,
+    rate: float | None, wide: bool, make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame,
     rows: Callable[[str], pd.DataFrame], tmp_path: Path,
 ) -> None:
-    pipe = camoe.CTRPipeline(make_config(train={"epochs": 2, "batch_size": 4, "negative_sampling_rate": rate}))
+    pipe = camoe.CTRPipeline(make_config(model={"wide": wide},
+                                         train={"epochs": 2, "batch_size": 4, "negative_sampling_rate": rate}))
     pipe.fit(b04_rows)
     loaded = camoe.CTRPipeline.load(pipe.save(tmp_path / "model"))
     scorer = loaded.scorer("onnx")
