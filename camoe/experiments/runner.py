@@ -95,6 +95,8 @@ def prepare_data(
     from camoe.data.synthetic import PRESETS, SyntheticConfig, generate_log
     from camoe.run import load_splits, read_for_config
 
+    if exp.data.split is not None:  # the experiment's split replaces the run config's
+        base = base.model_copy(update={"data": base.data.model_copy(update={"split": exp.data.split})})
     data_id: dict[str, Any] = {"split": base.data.split.model_dump(), "schema": base.schema.model_dump()}
     if exp.data.synthetic is not None:
         rows = exp.quick.rows if quick else exp.data.synthetic.rows

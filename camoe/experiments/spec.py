@@ -36,7 +36,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from camoe.config import ConfigError, RunConfig, deep_merge, demo_config_path, format_validation_error, load_config
+from camoe.config import (
+    ConfigError,
+    RunConfig,
+    SplitConfig,
+    deep_merge,
+    demo_config_path,
+    format_validation_error,
+    load_config,
+)
 from camoe.version import __version__
 
 __all__ = [
@@ -64,6 +72,10 @@ class ExperimentData(_Strict):
     """The dataset. ``synthetic`` generates the log; otherwise the run config's ``data`` section is read."""
 
     synthetic: SyntheticData | None = None
+    # how the log is split (method, valid and test fractions); None = the run config's data.split. A larger test split
+    # narrows the bootstrap CIs of the test metrics without changing what the models train on when the training rows
+    # are kept (e.g. twice the rows with test_fraction 0.6 instead of 0.2)
+    split: SplitConfig | None = None
     # keep each training negative with probability w (seeded); the rate is declared to every run
     # (train.negative_sampling_rate), stored in its artifact and undone once at scoring: q = p / (p + (1 − p) / w)
     negative_sampling_rate: float | None = Field(None, gt=0, le=1)

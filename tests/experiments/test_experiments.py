@@ -312,3 +312,22 @@ def test_an_explicit_task_map_in_the_run_config_does_not_break_a_grid_of_groupin
     assert set(confs) == {"camoe:explicit", "camoe:single", "camoe:modality", "single_task:dcn_v2"}
     assert confs["camoe:explicit"].config.grouping.task_map["video_takeover"] == "video"
     assert confs["camoe:single"].config.grouping.task_map is None
+
+
+def test_an_experiments_split_replaces_the_run_configs_and_changes_the_run_keys(tmp_path: Path) -> None:
+    from camoe.experiments.runner import prepare_data
+
+    base = camoe.load_config(camoe.demo_config_path())
+    sizes, ids = {}, {}
+    for name, split in (("own", None), ("large_test", {"method": "temporal", "valid_fraction": 0.05,
+                                                       "test_fraction": 0.6})):
+        spec = {**TINY, "data": {"synthetic": {"rows": 8000, "seed": 0}, **({"split": split} if split else {})}}
+        exp, _ = load_experiment(_write(tmp_path, spec, f"{name}.yaml"))
+        splits, ids[name] = prepare_data(exp, base, quick=False)
+        sizes[name] = {k: len(v) for k, v in splits.items()}
+    assert sizes["own"] == {"train": 5600, "valid": 800, "test": 1600}  # the demo config's 70 / 10 / 20
+    assert sizes["large_test"] == {"train": 2800, "valid": 400, "test": 4800}  # 35 / 5 / 60
+    assert ids["own"]["split"] != ids["large_test"]["split"]  # runs on another split never reuse cached runs
+    with pytest.raises(ConfigError, match="test_fraction"):
+        load_experiment(_write(tmp_path, {**TINY, "data": {"synthetic": {"rows": 8000},
+                                                           "split": {"test_fraction": 1.5}}}))
