@@ -321,7 +321,8 @@ class SplitConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
         if self.valid_fraction + self.test_fraction >= 1:
-            raise ValueError("split: valid_fraction + test_fraction must be < 1")
+            raise ValueError(f"valid_fraction + test_fraction must be < 1 (the rest trains), got "
+                             f"{self.valid_fraction} + {self.test_fraction}")
         return self
 
 

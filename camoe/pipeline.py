@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
 from camoe.artifact import ArtifactError, load_artifact, save_artifact
 from camoe.batch import Batch
@@ -130,7 +131,12 @@ def resume_checkpoint(
             announce(f"--resume: no checkpoint at {path}; training starts from step 0")
         return None
     checkpoint = Checkpoint.load(path)
-    diff = fingerprint_diff(checkpoint.fingerprint, fingerprint, tuple(allow_changes))
+    saved = checkpoint.fingerprint
+    try:  # a key added to the config since the checkpoint was written holds its default there: not a change
+        saved = {**saved, "config": RunConfig.model_validate(saved["config"]).to_dict()}
+    except (ValidationError, KeyError, TypeError):
+        pass  # a key since removed or renamed: compared as saved, so the diff names it
+    diff = fingerprint_diff(saved, fingerprint, tuple(allow_changes))
     if diff:
         safe = [line for line in diff if line.split(":")[0].removeprefix("config.") in RESUME_SAFE_KEYS]
         hint = (f"; if the change is intended, pass --allow-change "

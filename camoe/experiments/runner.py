@@ -114,7 +114,13 @@ def prepare_data(
         if quick and len(frame) > exp.quick.rows:
             frame = frame.sample(n=exp.quick.rows, random_state=0).reset_index(drop=True)
             data_id["quick_rows"] = exp.quick.rows
+    if exp.data.split is not None and base.data.test_path is not None:
+        warnings.warn(f"experiment '{exp.name}': data.split.test_fraction is not used: the run config's "
+                      f"data.test_path ({base.data.test_path}) holds the test rows", stacklevel=2)
     splits = load_splits(base, frame)
+    if not len(splits["test"]):
+        raise ValueError(f"experiment '{exp.name}': the test split is empty ({len(frame):,} rows, test_fraction "
+                         f"{base.data.split.test_fraction}); raise data.split.test_fraction or the rows")
     rate = exp.data.negative_sampling_rate
     if rate is not None:
         train = splits["train"]

@@ -174,6 +174,17 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"grid: unknown ablations {unknown}; defined ablations: {sorted(self.ablations)}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        # the data is prepared once for every run (read or generated, split, sampled), from the experiment's `data`
+        # and the run config: a `data` key in a per-run patch would be recorded but not used
+        patches = {"overrides": self.overrides, "quick.overrides": self.quick.overrides,
+                   **{f"ablations.{name}": patch for name, patch in self.ablations.items()}}
+        with_data = [where for where, patch in patches.items() if "data" in patch]
+        if with_data:
+            raise ValueError(f"{', '.join(f'{w}.data' for w in with_data)}: the data is prepared once for every run of "
+                             f"the grid; set the split in the experiment's data.split, the log in data.synthetic or "
+                             f"the run config's data section")
+        if self.data.split is not None and self.data.split.test_fraction <= 0:
+            raise ValueError("data.split.test_fraction must be > 0: an experiment reports on its test rows")
         return self
 
 
@@ -256,6 +267,8 @@ def expand_configurations(
         groupings = ["single"] if block.training == "per_format" else (block.groupings or [None])  # type: ignore[list-item]
         for model, grouping, ablation in itertools.product(block.models, groupings, block.ablations):
             patch = deep_merge(exp.overrides, extra_overrides or {})
+            if exp.data.split is not None:  # the split the runs' data is cut with (runner.prepare_data), recorded
+                patch = deep_merge(patch, {"data": {"split": exp.data.split.model_dump()}})
             patch = deep_merge(patch, {"model": {"name": model}})
             if grouping is not None:  # a task_map of the run config belongs to 'explicit' only
                 patch = deep_merge(patch, {"grouping": {"strategy": grouping,
@@ -277,8 +290,9 @@ def expand_configurations(
 
 def run_key(config: RunConfig, training: str, data_id: dict[str, Any]) -> str:
     """16-hex-digit SHA-256 of the resolved run config (output_dir and data path left out), the training mode,
-    the data identity and the camoe version. Equal keys = the same run."""
-    cfg = config.to_dict()
+    the data identity and the camoe version. Equal keys = the same run. The config enters with its non-default
+    values only, so a key added to camoe with a default that keeps what runs do does not invalidate finished runs."""
+    cfg = config.model_dump(by_alias=True, mode="json", exclude_defaults=True)
     cfg.pop("output_dir", None)
     cfg.pop("data", None)
     blob = json.dumps({"config": cfg, "training": training, "data": data_id, "camoe": __version__},

@@ -331,3 +331,28 @@ def test_an_experiments_split_replaces_the_run_configs_and_changes_the_run_keys(
     with pytest.raises(ConfigError, match="test_fraction"):
         load_experiment(_write(tmp_path, {**TINY, "data": {"synthetic": {"rows": 8000},
                                                            "split": {"test_fraction": 1.5}}}))
+
+
+def test_an_experiments_split_is_recorded_in_every_run_and_data_in_a_per_run_patch_is_refused(tmp_path: Path) -> None:
+    split = {"method": "temporal", "valid_fraction": 0.05, "test_fraction": 0.6}
+    exp, folder = load_experiment(_write(tmp_path, {**TINY, "data": {"synthetic": {"rows": 8000}, "split": split}}))
+    for conf in expand_configurations(exp, folder):
+        assert conf.config.data.split.model_dump() == {**split, "seed": 0}, conf.name  # what the artifact says
+    for where, spec in (("overrides.data", {**TINY, "overrides": {"data": {"split": split}}}),
+                        ("ablations.big_test.data",
+                         {**TINY, "ablations": {"no_masking": {}, "big_test": {"data": {"split": split}}}}),
+                        ("quick.overrides.data", {**TINY, "quick": {"overrides": {"data": {"split": split}}}})):
+        with pytest.raises(ConfigError, match=rf"{where}: the data is prepared once for every run"):
+            load_experiment(_write(tmp_path, spec, "patch.yaml"))
+    with pytest.raises(ConfigError, match="test_fraction must be > 0"):
+        load_experiment(_write(tmp_path, {**TINY, "data": {"synthetic": {"rows": 8000},
+                                                           "split": {"test_fraction": 0.0}}}, "no_test.yaml"))
+
+
+def test_an_experiment_whose_test_split_is_empty_is_refused_before_it_trains(tmp_path: Path) -> None:
+    from camoe.experiments.runner import prepare_data
+
+    spec = {**TINY, "data": {"synthetic": {"rows": 8000}, "split": {"test_fraction": 1e-9}}}
+    exp, _ = load_experiment(_write(tmp_path, spec))
+    with pytest.raises(ValueError, match=r"experiment 'tiny': the test split is empty \(8,000 rows, test_fraction"):
+        prepare_data(exp, camoe.load_config(camoe.demo_config_path()), quick=False)

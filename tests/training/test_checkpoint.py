@@ -128,3 +128,16 @@ def test_allow_change_accepts_only_keys_that_keep_the_state_meaningful() -> None
     assert fingerprint_diff(saved, now, ["train.epochs"]) == []
     with pytest.raises(ValueError, match="only .*train.epochs"):
         fingerprint_diff(saved, now, ["train.learning_rate"])
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_when_the_key_holds_its_default(run, capsys) -> None:
+    old = Checkpoint.load(run["checkpoint"])
+    del old.fingerprint["config"]["model"]["wide"]  # written by a camoe without model.wide (default false)
+    older = run["tmp"] / "older.pt"
+    old.save(older)
+    assert _resume(run, older.read_bytes(), "--allow-change", "train.max_steps", tag="older") == 0
+    assert "resuming from" in capsys.readouterr().out
+    # the same key set to a value other than its default is a change, named with the saved side absent -> default
+    code = _resume(run, older.read_bytes(), "--allow-change", "train.max_steps", "--set", "model.wide=true",
+                   tag="older-wide")
+    assert code == 2 and "config.model.wide: False -> True" in capsys.readouterr().err
