@@ -42,7 +42,7 @@ def test_count_features_never_use_a_row_at_or_after_the_rows_own_timestamp() -> 
 def test_time_parts_are_utc_hour_and_weekday() -> None:
     stamps = pd.to_datetime(["2026-01-01 00:30", "2026-01-03 23:59", "2026-01-05 12:00"], utc=True)
     hour, weekday = time_parts(stamps.as_unit("s").asi8.astype(np.float64))
-    assert hour.tolist() == [0, 23, 12] and weekday.tolist() == [int(d) for d in stamps.dayofweek]
+    assert hour.tolist() == [0, 23, 12] and weekday.tolist() == [int(d) for d in stamps.day_of_week]
 
 
 def test_a_run_with_derived_features_counts_training_rows_among_themselves_and_later_rows_after_them() -> None:
