@@ -356,3 +356,20 @@ def test_an_experiment_whose_test_split_is_empty_is_refused_before_it_trains(tmp
     exp, _ = load_experiment(_write(tmp_path, spec))
     with pytest.raises(ValueError, match=r"experiment 'tiny': the test split is empty \(8,000 rows, test_fraction"):
         prepare_data(exp, camoe.load_config(camoe.demo_config_path()), quick=False)
+
+
+def test_an_experiments_test_fraction_beside_a_test_file_is_named_as_unused(tmp_path: Path) -> None:
+    from camoe.experiments.runner import prepare_data
+
+    log = camoe.generate_log(camoe.SyntheticConfig(rows=6000, seed=0))
+    log.iloc[:5000].to_parquet(tmp_path / "log.parquet")
+    log.iloc[5000:].to_parquet(tmp_path / "test.parquet")
+    raw = yaml.safe_load(camoe.demo_config_path().read_text())
+    raw["data"] = {"path": str(tmp_path / "log.parquet"), "test_path": str(tmp_path / "test.parquet")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    spec = {**TINY, "run_config": "run.yaml", "data": {"split": {"valid_fraction": 0.1, "test_fraction": 0.6}}}
+    exp, folder = load_experiment(_write(tmp_path, spec))
+    base = camoe.load_config(tmp_path / "run.yaml")
+    with pytest.warns(UserWarning, match=r"data.split.test_fraction is not used: the run config's data.test_path"):
+        splits, _ = prepare_data(exp, base, quick=False)
+    assert len(splits["test"]) == 1000  # the test file's rows
