@@ -36,6 +36,7 @@ from camoe.experiments.spec import (
     expand_configurations,
     expand_runs,
     load_experiment,
+    with_experiment_data,
 )
 
 __all__ = ["EvalData", "ExperimentOutcome", "execute_run", "prepare_data", "run_experiment"]
@@ -95,8 +96,7 @@ def prepare_data(
     from camoe.data.synthetic import PRESETS, SyntheticConfig, generate_log
     from camoe.run import load_splits, read_for_config
 
-    if exp.data.split is not None:  # the experiment's split replaces the run config's
-        base = base.model_copy(update={"data": base.data.model_copy(update={"split": exp.data.split})})
+    base = with_experiment_data(exp, base)
     data_id: dict[str, Any] = {"split": base.data.split.model_dump(), "schema": base.schema.model_dump()}
     if exp.data.synthetic is not None:
         rows = exp.quick.rows if quick else exp.data.synthetic.rows

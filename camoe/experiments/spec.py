@@ -55,6 +55,7 @@ __all__ = [
     "expand_runs",
     "load_experiment",
     "run_key",
+    "with_experiment_data",
 ]
 
 
@@ -253,6 +254,17 @@ def configuration_name(model: str, grouping: str, ablation: str, training: str) 
     return base if ablation == "none" else f"{base}+{ablation}"
 
 
+def with_experiment_data(exp: ExperimentConfig, config: RunConfig) -> RunConfig:
+    """``config`` with the experiment's data settings: its ``data.split`` (when set) replaces the run config's.
+
+    The one place that rule lives: the runner cuts the experiment's data with the result
+    (``camoe.experiments.runner.prepare_data``) and every run's config records it (``expand_configurations``).
+    """
+    if exp.data.split is None:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"split": exp.data.split})})
+
+
 def expand_configurations(
     exp: ExperimentConfig, folder: Path | None = None, extra_overrides: dict[str, Any] | None = None
 ) -> list[ConfigurationSpec]:
@@ -267,16 +279,14 @@ def expand_configurations(
         groupings = ["single"] if block.training == "per_format" else (block.groupings or [None])  # type: ignore[list-item]
         for model, grouping, ablation in itertools.product(block.models, groupings, block.ablations):
             patch = deep_merge(exp.overrides, extra_overrides or {})
-            if exp.data.split is not None:  # the split the runs' data is cut with (runner.prepare_data), recorded
-                patch = deep_merge(patch, {"data": {"split": exp.data.split.model_dump()}})
             patch = deep_merge(patch, {"model": {"name": model}})
             if grouping is not None:  # a task_map of the run config belongs to 'explicit' only
                 patch = deep_merge(patch, {"grouping": {"strategy": grouping,
                                                         **({} if grouping == "explicit" else {"task_map": None})}})
             if ablation != "none":
                 patch = deep_merge(patch, exp.ablations[ablation])
-            try:
-                cfg = load_config(path, patch)
+            try:  # each run records the split its data is cut with
+                cfg = with_experiment_data(exp, load_config(path, patch))
             except ConfigError as err:
                 raise ConfigError(f"experiment '{exp.name}', model {model}, grouping {grouping}, ablation "
                                   f"{ablation}: {err}") from None
