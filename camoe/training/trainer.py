@@ -94,11 +94,14 @@ def _ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.T
     instead of its initial weights (the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates=...)``)."""
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        # the weight stays a 0-dim tensor on the averaged model's device: reading the count on the host would make
+        # every step wait for the GPU. float64 like a Python float, then each tensor's dtype, as lerp_ does a scalar.
+        n = num_averaged.to(torch.float64)
+        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+        cast: dict[torch.dtype, torch.Tensor] = {}
         for avg, cur in zip(averaged, current):
             if avg.is_floating_point():
-                avg.lerp_(cur, weight)
+                avg.lerp_(cur, cast.setdefault(avg.dtype, weight.to(avg.dtype)))
             else:  # integer buffers (batch norm's step count): the latest value
                 avg.copy_(cur)
 

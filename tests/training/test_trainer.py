@@ -117,6 +117,36 @@ def test_learning_rate_warms_up_linearly_then_follows_the_schedule() -> None:
     assert rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
 
 
+def test_the_weight_average_warms_up_without_reading_its_step_count_on_the_host(monkeypatch) -> None:
+    from camoe.training import Trainer
+
+    cfg = _config(train={"ema_decay": 0.9}).train
+    model = torch.nn.Linear(2, 1)
+    trainer = Trainer(model, np.ones((1, 1)), ["t"], cfg)
+
+    class Data:
+        num_rows, format_rows, format_clicks = 1000, np.array([1000]), np.array([10])
+
+    trainer.build(Data())
+    averaged = trainer.averaged.module
+    expected = model.weight.detach().clone()  # the first update copies the weights
+    trainer.averaged.update_parameters(model)
+
+    def host_read(*_args: object) -> None:  # on a GPU each read would wait for the device
+        raise AssertionError("the weight average read a tensor on the host")
+
+    monkeypatch.setattr(torch.Tensor, "__float__", host_read)
+    monkeypatch.setattr(torch.Tensor, "item", host_read)
+    for n in range(1, 40):
+        with torch.no_grad():
+            model.weight.add_(0.1)
+        trainer.averaged.update_parameters(model)
+        decay = min(0.9, (1 + n) / (10 + n))  # TensorFlow's warm-up: decay_n = min(decay, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * model.weight.detach()
+    monkeypatch.undo()
+    torch.testing.assert_close(averaged.weight.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_embedding_tables_get_their_own_learning_rate(sparse: bool) -> None:
     from camoe.training import Trainer
