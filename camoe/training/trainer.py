@@ -88,6 +88,17 @@ class TrainResult:
     output_bias_shift: dict[str, float] = field(default_factory=dict)
 
 
+def _sigmoid_sums(z: torch.Tensor, b: float, chunk: int = 1 << 20) -> tuple[float, float]:
+    """(sum of sigmoid(z + b), sum of its derivative p (1 − p)) over the (N,) float32 logits ``z``, in float64, one
+    chunk of rows at a time (the temporaries are 8 bytes × ``chunk``, not 8 bytes × N)."""
+    p_sum = curvature = 0.0
+    for part in z.split(chunk):
+        p = torch.sigmoid(part.double() + b)
+        p_sum += float(p.sum())
+        curvature += float((p * (1 - p)).sum())
+    return p_sum, curvature
+
+
 def _ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
     """``AveragedModel`` update: average <- decay_n · average + (1 − decay_n) · weights after the n-th update, with
     decay_n = min(decay, (1 + n) / (10 + n)), so a short run (or a small per-task model) averages over its own steps
@@ -454,11 +465,11 @@ class Trainer:
             rows = own[batch.format_ids.cpu()]  # (B, T) bool
             labels = batch.labels.cpu().double()
             for t in range(len(self.tasks)):
-                logits[t].append(z[rows[:, t], t].double())
+                logits[t].append(z[rows[:, t], t])  # float32 as the model computed them: 4 bytes per row
                 clicks[t] += labels[rows[:, t]].sum()
         shift = torch.zeros(len(self.tasks), dtype=torch.float64)
         for t, parts in enumerate(logits):
-            z = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            z = torch.cat(parts) if parts else torch.zeros(0)
             if not torch.isfinite(z).all():
                 raise FloatingPointError(f"bias refit: task '{self.tasks[t]}' has {int((~torch.isfinite(z)).sum())} "
                                          f"non-finite logits on its training rows; training diverged (lower "
@@ -467,11 +478,11 @@ class Trainer:
                 continue
             b = 0.0
             for _ in range(newton_steps):  # steps of at most one logit: no overshoot into sigmoid's flat tails
-                p = torch.sigmoid(z + b)
-                b -= max(-1.0, min(1.0, float((p.sum() - clicks[t]) / (p * (1 - p)).sum().clamp_min(1e-12))))
-            p = torch.sigmoid(z + b)
-            if abs(float(p.sum()) / float(clicks[t]) - 1) > 1e-3:  # saturated logits: no shift reaches the CTR
-                warnings.warn(f"bias refit: task '{self.tasks[t]}' reaches a mean pCTR of {float(p.mean()):.3g} for a "
+                p_sum, curvature = _sigmoid_sums(z, b)
+                b -= max(-1.0, min(1.0, (p_sum - float(clicks[t])) / max(curvature, 1e-12)))
+            p_sum, _ = _sigmoid_sums(z, b)
+            if abs(p_sum / float(clicks[t]) - 1) > 1e-3:  # saturated logits: no shift reaches the CTR
+                warnings.warn(f"bias refit: task '{self.tasks[t]}' reaches a mean pCTR of {p_sum / len(z):.3g} for a "
                               f"training CTR of {float(clicks[t]) / len(z):.3g} after a shift of {b:+.2f} logits; its "
                               f"logits are saturated", RuntimeWarning, stacklevel=2)
             shift[t] = b
