@@ -262,7 +262,8 @@ def with_experiment_data(exp: ExperimentConfig, config: RunConfig) -> RunConfig:
     """
     if exp.data.split is None:
         return config
-    return config.model_copy(update={"data": config.data.model_copy(update={"split": exp.data.split})})
+    split = exp.data.split.model_copy()  # each run config its own object
+    return config.model_copy(update={"data": config.data.model_copy(update={"split": split})})
 
 
 def expand_configurations(

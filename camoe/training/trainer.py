@@ -407,8 +407,12 @@ class Trainer:
                          disable=not self.progress or not self.ctx.is_main, desc="train")
         self._bar.update(st.rows_seen)
         self.model.train()
-        stopped = False
+        stopped = cfg.max_steps is not None and st.step >= cfg.max_steps  # resumed from a run that already stopped
+        if stopped and (not st.history or st.history[-1]["step"] != st.step):
+            self.evaluate()  # its checkpoint was written before the evaluation that ended it
         for epoch in range(st.epoch, cfg.epochs + 1):
+            if stopped:
+                break
             if resume_rng is not None:  # the restored epoch draws its batch order again
                 generator.set_state(resume_rng)
                 resume_rng = None

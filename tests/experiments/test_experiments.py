@@ -338,6 +338,8 @@ def test_an_experiments_split_is_recorded_in_every_run_and_data_in_a_per_run_pat
     exp, folder = load_experiment(_write(tmp_path, {**TINY, "data": {"synthetic": {"rows": 8000}, "split": split}}))
     for conf in expand_configurations(exp, folder):
         assert conf.config.data.split.model_dump() == {**split, "seed": 0}, conf.name  # what the artifact says
+    splits = [conf.config.data.split for conf in expand_configurations(exp, folder)] + [exp.data.split]
+    assert len({id(s) for s in splits}) == len(splits)  # no run config shares its split object with another
     for where, spec in (("overrides.data", {**TINY, "overrides": {"data": {"split": split}}}),
                         ("ablations.big_test.data",
                          {**TINY, "ablations": {"no_masking": {}, "big_test": {"data": {"split": split}}}}),

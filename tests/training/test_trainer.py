@@ -48,6 +48,29 @@ def test_resume_after_stop_is_bit_identical(synthetic_log: pd.DataFrame, tmp_pat
     assert [h["step"] for h in resumed.train_result_.history] == [h["step"] for h in full.train_result_.history]
 
 
+def test_resuming_a_run_that_already_stopped_at_max_steps_trains_no_further_step(
+        synthetic_log: pd.DataFrame, tmp_path: Path) -> None:
+    cfg = _config(train={"max_steps": 40, "checkpoint_every_steps": 20})  # the last checkpoint is at the stop
+    splits = camoe.split_frame(synthetic_log, cfg.data.split, cfg.schema.timestamp)
+    ck = tmp_path / "c.pt"
+    stopped = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=ck)
+    resumed = camoe.CTRPipeline(cfg).fit(splits["train"], splits["valid"], checkpoint_path=ck, resume=True)
+    assert stopped.train_result_.steps == resumed.train_result_.steps == 40
+    assert resumed.train_result_.best_step == stopped.train_result_.best_step
+    np.testing.assert_array_equal(stopped.predict_proba(splits["test"]), resumed.predict_proba(splits["test"]))
+
+
+def test_the_bias_refit_sums_over_row_chunks_equal_the_one_pass_float64_sums() -> None:
+    from camoe.training.trainer import _sigmoid_sums
+
+    z = torch.randn(10_001) * 2 - 5  # (N,) float32 logits
+    p = torch.sigmoid(z.double() + 0.3)
+    for chunk in (1, 7, 4096, 1 << 20):  # many chunks, a ragged last chunk, one chunk
+        p_sum, curvature = _sigmoid_sums(z, 0.3, chunk)
+        assert p_sum == pytest.approx(float(p.sum()), rel=1e-12), chunk
+        assert curvature == pytest.approx(float((p * (1 - p)).sum()), rel=1e-12), chunk
+
+
 def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     log = tmp_path / "log.parquet"
     camoe.generate_log(camoe.SyntheticConfig(rows=30_000, seed=1)).to_parquet(log)
