@@ -407,9 +407,7 @@ class Trainer:
                          disable=not self.progress or not self.ctx.is_main, desc="train")
         self._bar.update(st.rows_seen)
         self.model.train()
-        stopped = cfg.max_steps is not None and st.step >= cfg.max_steps  # resumed from a run that already stopped
-        if stopped and (not st.history or st.history[-1]["step"] != st.step):
-            self.evaluate()  # its checkpoint was written before the evaluation that ended it
+        stopped = self._stop_at_max_steps()  # resumed from a run that already stopped
         for epoch in range(st.epoch, cfg.epochs + 1):
             if stopped:
                 break
@@ -434,16 +432,24 @@ class Trainer:
                         break
                 if cfg.checkpoint_every_steps and st.step % cfg.checkpoint_every_steps == 0:
                     self.save_checkpoint(epoch_rng)
-                if cfg.max_steps is not None and st.step >= cfg.max_steps:
+                if self._stop_at_max_steps():
                     stopped = True
-                    if not st.history or st.history[-1]["step"] != st.step:
-                        self.evaluate()  # score the weights reached, so the best kept are not the initial ones
                     break
             if stopped or self.evaluate():
                 break
             st.epoch, st.next_batch = epoch + 1, 0
             self.save_checkpoint(generator.get_state())
         return self._finish(data)
+
+    def _stop_at_max_steps(self) -> bool:
+        """Whether ``train.max_steps`` is reached. The weights reached are evaluated first unless the history already
+        holds this step (a checkpoint is written before that evaluation), so the best kept are not the initial ones."""
+        st = self.state
+        if self.config.max_steps is None or st.step < self.config.max_steps:
+            return False
+        if not st.history or st.history[-1]["step"] != st.step:
+            self.evaluate()
+        return True
 
     @torch.no_grad()
     def _bias_refit(self, data: TrainData, newton_steps: int = 50) -> torch.Tensor:
