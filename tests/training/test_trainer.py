@@ -16,7 +16,10 @@ import pytest
 import torch
 
 import camoe
+from camoe.batch import Batch
 from camoe.config import deep_merge
+from camoe.model import ModelOutput
+from camoe.training import Trainer
 
 SMALL = {
     "model": {"embedding_dim": 4, "num_experts": 2, "expert_hidden": [8], "tower_hidden": [4], "dropout": 0.1},
@@ -228,3 +231,51 @@ def test_the_bias_refit_matches_each_tasks_mean_pctr_to_its_training_ctr_without
         # one logit shift per task: the order of its rows' pCTRs is unchanged (up to float32 rounding of near-ties)
         ordered = p_on[rows][np.argsort(p_off[rows], kind="stable")]
         assert (np.diff(ordered) >= -1e-6 * ordered[1:]).all(), task
+
+
+class _FixedLogit(torch.nn.Module):
+    """One task whose logit is ``value`` (``eval_value`` in eval mode, where the bias refit scores) plus a bias."""
+
+    def __init__(self, value: float, eval_value: float) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+        self.value, self.eval_value = value, eval_value
+
+    def forward(self, cat_ids: torch.Tensor, multi_ids: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
+        value = self.value if self.training else self.eval_value
+        return ModelOutput(logits=torch.full((len(dense), 1), value) + self.bias, gate_weights=None, embeddings=None)
+
+    def shift_output_bias(self, shift: torch.Tensor) -> None:
+        self.bias.data += shift
+
+
+class _Rows:
+    """200 training rows of one format, 20 clicks, as the trainer's ``TrainData``."""
+
+    num_rows = 200
+    format_rows, format_clicks = np.array([200.0]), np.array([20.0])
+
+    def batches(self, generator: torch.Generator | None, skip: int = 0):
+        labels = (torch.arange(200) % 10 == 0).float()
+        batch = Batch(cat_ids=torch.zeros(200, 0, dtype=torch.long), multi_ids=torch.zeros(200, 0, 1, dtype=torch.long),
+                      dense=torch.zeros(200, 1), format_ids=torch.zeros(200, dtype=torch.long), labels=labels)
+        return iter([batch.select(slice(a, a + 100)) for a in (0, 100)][skip:])
+
+
+def _refit_trainer(value: float, eval_value: float) -> Trainer:
+    cfg = camoe.load_config(camoe.demo_config_path(), {"train": {"epochs": 1, "refit_output_bias": True,
+                                                                 "ema_decay": None}}).train
+    return Trainer(_FixedLogit(value, eval_value), np.ones((1, 1)), ["t"], cfg, init_bias=False)
+
+
+def test_the_bias_refit_warns_naming_the_task_when_its_logits_are_too_saturated_to_reach_the_ctr() -> None:
+    with pytest.warns(RuntimeWarning, match=r"bias refit: task 't' reaches a mean pCTR of .* for a training CTR of "
+                                            r"0\.1 .*saturated"):
+        result = _refit_trainer(60.0, 60.0).fit(_Rows())
+    assert result.output_bias_shift["t"] == pytest.approx(-50.0)  # 50 damped steps of one logit, still far off
+
+
+def test_the_bias_refit_stops_on_non_finite_logits_naming_the_task_and_the_count() -> None:
+    with pytest.raises(FloatingPointError, match=r"bias refit: task 't' has 200 non-finite logits on its "
+                                                 r"training rows; .*train\.refit_output_bias: false"):
+        _refit_trainer(-2.0, float("nan")).fit(_Rows())
