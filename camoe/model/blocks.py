@@ -47,23 +47,6 @@ class PairwiseDot(nn.Module):
         return gram[:, self.rows, self.cols]  # (B, P·(P−1)/2)
 
 
-def _rows(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    """Rows of ``table`` at ``ids``: (...) int64 -> (..., D).
-
-    A dense table on the CPU is read with ``index_select``, whose backward adds the rows' gradients into a zero
-    table gradient with one ``index_add_``; ``nn.Embedding``'s CPU backward sorts the ids first and took 2.3× as long
-    (7.5 ms against 3.1 ms per step for the 4096 × 26 lookups into the 300k-row table of ``benchmarks/throughput.py``;
-    both add a row's gradients in batch order: the demo's trained weights are byte-identical). A sparse table (``sparse=True``: row gradients for ``SparseAdam``) and any
-    table on a GPU (where the embedding backward is the deterministic one) go through ``nn.Embedding``.
-
-    Raises:
-        IndexError: an id outside the table.
-    """
-    if table.sparse or table.weight.device.type != "cpu":
-        return table(ids)
-    return table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, table.embedding_dim)
-
-
 class FeatureEmbedding(nn.Module):
     """Embeds categorical ids, mean-pools multi-valued ids and appends dense features.
 
@@ -139,9 +122,9 @@ class FeatureEmbedding(nn.Module):
         self, cat_ids: torch.Tensor, multi_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedding rows: (B, F, D) for categorical fields and (B, M, D) pooled multi-valued fields."""
-        cat_emb = _rows(self.cat_table, cat_ids + self.cat_offsets)  # (B, F, D)
+        cat_emb = self.cat_table(cat_ids + self.cat_offsets)  # (B, F, D)
         present = (multi_ids != MISSING_ID).unsqueeze(-1).to(cat_emb.dtype)  # (B, M, L, 1)
-        multi_emb = _rows(self.multi_table, multi_ids + self.multi_offsets.view(1, -1, 1))  # (B, M, L, D)
+        multi_emb = self.multi_table(multi_ids + self.multi_offsets.view(1, -1, 1))  # (B, M, L, D)
         count = present.sum(dim=2).clamp_min(1.0)  # (B, M, 1); empty cell -> sum 0 / 1 = 0
         count = torch.where(self.multi_sum, torch.ones_like(count), count)  # sum pooling: divide by 1
         pooled = (multi_emb * present).sum(dim=2) / count  # (B, M, D)

@@ -142,34 +142,6 @@ def test_feature_embedding_mean_pools_present_ids_only(seeded: None) -> None:
     torch.testing.assert_close(pooled[1], table[4])
 
 
-def test_the_embedding_lookup_gives_nn_embeddings_rows_and_gradients_and_sparse_tables_stay_sparse(
-    seeded: None,
-) -> None:
-    """The CPU lookup reads dense tables with index_select (a faster backward); values and table gradients must be
-    exactly nn.Embedding's, repeated ids included; a sparse table still yields a sparse gradient for SparseAdam."""
-    cat = torch.tensor([[2, 1], [2, 1], [4, 0], [2, 3]])  # id 2 of field 0 three times
-    multi = torch.tensor([[[3, 3, 5]], [[1, 0, 0]], [[3, 2, 1]], [[0, 0, 0]]])
-    upstream = torch.randn(4, IN_DIM)
-    emb = FeatureEmbedding(SPEC, embedding_dim=D)
-    (emb(cat, multi, torch.zeros(4, 2)) * upstream).sum().backward()
-    ref = FeatureEmbedding(SPEC, embedding_dim=D)
-    ref.load_state_dict(emb.state_dict())
-    cat_rows = torch.nn.functional.embedding(cat + ref.cat_offsets, ref.cat_table.weight)  # (B, F, D)
-    multi_rows = torch.nn.functional.embedding(multi + ref.multi_offsets.view(1, -1, 1), ref.multi_table.weight)
-    present = (multi != MISSING_ID).unsqueeze(-1).float()
-    pooled = (multi_rows * present).sum(2) / present.sum(2).clamp_min(1.0)
-    expected = torch.cat([cat_rows.reshape(4, -1), pooled.reshape(4, -1), torch.zeros(4, 2)], dim=1)
-    (expected * upstream).sum().backward()
-    assert torch.equal(emb(cat, multi, torch.zeros(4, 2)), expected)
-    assert torch.equal(emb.cat_table.weight.grad, ref.cat_table.weight.grad)
-    assert torch.equal(emb.multi_table.weight.grad, ref.multi_table.weight.grad)
-    sparse = FeatureEmbedding(SPEC, embedding_dim=D, sparse=True)
-    sparse(cat, multi, torch.zeros(4, 2)).sum().backward()
-    assert sparse.cat_table.weight.grad.is_sparse and sparse.multi_table.weight.grad.is_sparse
-    with pytest.raises(IndexError):
-        emb(torch.tensor([[0, 4]]), multi[:1], torch.zeros(1, 2))  # the last field's id 4 + offset 5 = 9 rows: out
-
-
 def test_b15_empty_multi_valued_cell_pools_to_zeros(seeded: None) -> None:
     emb = FeatureEmbedding(SPEC, embedding_dim=D)
     with torch.no_grad():
