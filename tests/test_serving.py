@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -83,13 +89,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _server_process(folder: Path, port: int, *options: str,
+                    env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, IO[bytes]]]:
+    """Starts ``camoe serve FOLDER --port PORT OPTIONS`` in another process; yields it and the file its output goes to,
+    then terminates it and waits. A file, not a pipe: a pipe nobody reads blocks the server once it fills, and was
+    left open (ResourceWarning: unclosed file)."""
+    with tempfile.TemporaryFile() as output, subprocess.Popen(
+            [sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port), *options],
+            stdout=output, stderr=subprocess.STDOUT, env=env) as server:
+        try:
+            yield server, output
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _wait_healthy(port: int, server: subprocess.Popen, output: IO[bytes], timeout_s: float = 60.0) -> None:
+    """``wait_until_healthy``, with the server's output in the error when it does not come up."""
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=timeout_s)
+    except RuntimeError as error:
+        output.seek(0)
+        raise RuntimeError(f"{error}; its output:\n{output.read().decode(errors='replace')}") from None
+
+
+@contextlib.contextmanager
+def _serve(folder: Path, *options: str, env: dict[str, str] | None = None, timeout_s: float = 60.0) -> Iterator[int]:
+    """``camoe serve FOLDER OPTIONS`` on a free port; yields the port once /healthz answers."""
+    port = _free_port()
+    with _server_process(folder, port, *options, env=env) as (server, output):
+        _wait_healthy(port, server, output, timeout_s)
+        yield port
+
+
 def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_path, config_dict, b04_rows) -> None:
     """A `camoe serve` process (other PYTHONHASHSEED, hashed user_id, JSON values) scores each row exactly as batch
     scoring of the same rows read from CSV (typed pandas columns): one encoder, no training/serving skew (B28)."""
     import json
     import os
-    import subprocess
-    import sys
     import urllib.request
 
     cfg = config_dict()
@@ -102,12 +140,7 @@ def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_p
     scoring.loc[3, "bid_price"] = np.nan  # missing numeric
     scoring.to_csv(tmp_path / "rows.csv", index=False)
     expected = pipe.predict_proba(camoe.read_table(tmp_path / "rows.csv"))
-    port = _free_port()
-    env = {**os.environ, "PYTHONHASHSEED": "7"}
-    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
-                               "--backend", "torch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
+    with _serve(folder, "--backend", "torch", env={**os.environ, "PYTHONHASHSEED": "7"}) as port:
         candidates = []
         for _, row in scoring.iterrows():
             interests = [] if row["interests"] == "" or pd.isna(row["interests"]) else str(row["interests"]).split("|")
@@ -119,9 +152,6 @@ def test_b28_served_scores_equal_batch_scores_from_file_in_another_process(tmp_p
                                          data=json.dumps({"candidates": candidates}).encode(),
                                          headers={"content-type": "application/json"})
         served = np.array([s["pctr"] for s in json.load(urllib.request.urlopen(request, timeout=30))["scores"]])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
 
 
@@ -199,25 +229,14 @@ def test_metrics_count_input_quality_per_feature_and_pctr_per_task(client: TestC
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A `camoe serve` process on a small artifact, with short timeouts."""
-    import subprocess
-    import sys
-
     from tests.conftest import B04_CSV, base_config_dict, parse_csv
 
     tmp = tmp_path_factory.mktemp("served")
     pipe = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(parse_csv(B04_CSV))
     folder = pipe.save(tmp / "model")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
-                               "--header-timeout", "1", "--body-timeout", "1", "--max-body-bytes", "2000",
-                               "--max-candidates", "100000"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
-        yield {"port": port, "server": server, "folder": folder}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with _serve(folder, "--header-timeout", "1", "--body-timeout", "1", "--max-body-bytes", "2000",
+                "--max-candidates", "100000") as port:
+        yield {"port": port, "folder": folder}
 
 
 def _raw(port: int, data: bytes, read: bool = True, timeout: float = 5.0) -> bytes:
@@ -310,8 +329,6 @@ def test_over_limit_body_gets_its_413_before_the_connection_closes(served) -> No
 def test_healthz_answers_while_a_large_request_scores(tmp_path) -> None:
     """Scoring runs in a thread pool off the event loop: /healthz answers while 100k candidates score."""
     import json
-    import subprocess
-    import sys
     import threading
     import time
     import urllib.request
@@ -319,12 +336,7 @@ def test_healthz_answers_while_a_large_request_scores(tmp_path) -> None:
     from tests.conftest import B04_CSV, base_config_dict, parse_csv
 
     folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(parse_csv(B04_CSV)).save(tmp_path / "m")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
-                               "--max-body-bytes", "50000000", "--max-candidates", "200000", "--body-timeout", "60"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
+    with _serve(folder, "--max-body-bytes", "50000000", "--max-candidates", "200000", "--body-timeout", "60") as port:
         big = json.dumps({"context": {"device": "ios", "interests": ["music"]},
                           "candidates": [{"format": "audio", "bid_price": 0.5, "ad_id": f"a{i % 9}"}
                                          for i in range(100_000)]}).encode()
@@ -350,9 +362,6 @@ def test_healthz_answers_while_a_large_request_scores(tmp_path) -> None:
         # scoring on the event loop would hold a probe for most of the request's time; a loaded machine (CI, other
         # jobs) stretches both, so the bound scales with the request's own time
         assert max(latencies) < max(0.5, done["seconds"] / 4), (done["seconds"], sorted(latencies)[-5:])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 # ----------------------------------------------------------------------------- deployment
@@ -373,8 +382,6 @@ def _score_once(port: int) -> float:
 def test_read_only_artifact_is_served_and_evaluated_without_writing_into_it(tmp_path, b04_rows) -> None:
     import os
     import stat
-    import subprocess
-    import sys
 
     from camoe.cli import main
     from tests.conftest import base_config_dict
@@ -386,15 +393,8 @@ def test_read_only_artifact_is_served_and_evaluated_without_writing_into_it(tmp_
     for path in [folder, *folder.iterdir()]:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     try:
-        port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
-        try:
-            wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=60)
+        with _serve(folder, env={**os.environ}) as port:
             assert 0 < _score_once(port) < 1
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         assert main(["evaluate", str(folder), "--data", str(tmp_path / "rows.csv")]) == 0
         assert (tmp_path / "model_eval" / "rows" / "metrics.json").is_file()  # beside the artifact, not inside
     finally:
@@ -404,50 +404,32 @@ def test_read_only_artifact_is_served_and_evaluated_without_writing_into_it(tmp_
 
 
 def test_concurrent_serve_starts_on_one_artifact_never_fail(tmp_path, b04_rows) -> None:
-    import subprocess
-    import sys
-
     from tests.conftest import base_config_dict
 
     folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(b04_rows).save(tmp_path / "model")
     before = _snapshot(folder)
     for _ in range(3):
         ports = [_free_port(), _free_port()]
-        servers = [subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(p)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in ports]
-        try:
-            for port, server in zip(ports, servers):
-                wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=90)
+        with _server_process(folder, ports[0]) as first, _server_process(folder, ports[1]) as second:  # both start
+            for port, (server, output) in zip(ports, (first, second)):
+                _wait_healthy(port, server, output, timeout_s=90)
             assert _score_once(ports[0]) == _score_once(ports[1])
-        finally:
-            for server in servers:
-                server.terminate()
-                server.wait(timeout=30)
     assert _snapshot(folder) == before
 
 
 def test_two_worker_processes_serve_and_report_merged_metrics(tmp_path, b04_rows) -> None:
     import re
-    import subprocess
-    import sys
 
     from tests.conftest import base_config_dict
 
     folder = camoe.CTRPipeline(camoe.load_config(base_config_dict())).fit(b04_rows).save(tmp_path / "model")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "camoe", "serve", str(folder), "--port", str(port),
-                               "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=90)
+    with _serve(folder, "--workers", "2", timeout_s=90) as port:
         scores = {_score_once(port) for _ in range(20)}
         assert len(scores) == 1  # both workers score alike
         text = _metrics(port)
         served = sum(float(v) for v in re.findall(r'camoe_requests_total\{endpoint="/v1/score",status="200"\} (\S+)',
                                                    text))
         assert served == 20  # the counters of both workers, merged
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_worker_processes_refuse_port_zero_and_a_port_already_taken() -> None:
