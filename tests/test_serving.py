@@ -102,7 +102,11 @@ def _server_process(folder: Path, port: int, *options: str,
             yield server, output
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # ignored SIGTERM: kill it rather than hang in Popen's exit
+                server.kill()
+                raise
 
 
 def _wait_healthy(port: int, server: subprocess.Popen, output: IO[bytes], timeout_s: float = 60.0) -> None:
