@@ -196,6 +196,7 @@ def worker_camoe(path: str, epochs: int, expert_type: str, seed: int, options: d
         out = model(part.cat_ids, part.multi_ids, part.dense)
         masked_bce(out.logits, part.labels, mask[part.format_ids]).total.backward()
 
+    model.experts.align = 1  # count the network's FLOPs, not those of the zero columns training pads x0 with
     flops = _flops_per_row(one_step, 4096)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)

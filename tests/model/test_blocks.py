@@ -189,6 +189,59 @@ def test_expert_bank_shape(seeded: None, expert_type: str) -> None:
     assert (bank.cross is None) == (expert_type == "mlp")
 
 
+@pytest.mark.parametrize("expert_type,low_rank,index", [
+    ("mlp", None, None), ("dcn", None, None), ("dcn", 3, None), ("dcn", None, [2, 0]), ("mlp", None, [1]),
+])
+def test_padding_the_expert_input_in_training_changes_neither_outputs_nor_gradients(
+    seeded: None, expert_type: str, low_rank: int | None, index: list[int] | None,
+) -> None:
+    # training pads x0 (B, 14) to (B, 16) with zero columns (GEMM_ALIGN); evaluation runs unpadded: the same math
+    cross = CrossNetV2(IN_DIM, num_layers=2, low_rank=low_rank, num_experts=3) if expert_type == "dcn" else None
+    bank = ExpertBank(GroupedMLP(3, IN_DIM, [8, 5]), cross=cross)
+    if cross is not None:
+        _randomise_biases(cross)
+    x0 = torch.randn(7, IN_DIM)
+    pick = None if index is None else torch.tensor(index)
+    widths: list[int] = []
+    bank.mlp.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[-1]))
+    runs = []
+    for training in (True, False):
+        bank.train(training)
+        bank.zero_grad(set_to_none=True)
+        x = x0.clone().requires_grad_(True)
+        out = bank(x, pick)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in bank.named_parameters() if p.grad is not None}
+        runs.append((out.detach(), x.grad, grads))
+    (out_t, dx_t, grads_t), (out_e, dx_e, grads_e) = runs
+    assert widths == [16, IN_DIM]  # the experts' MLP read 16 columns in training, 14 in evaluation
+    assert out_t.shape == (3 if index is None else len(index), 7, 5)
+    torch.testing.assert_close(out_t, out_e, rtol=1e-5, atol=1e-6)
+    assert dx_t.shape == x0.shape  # the padding's gradient is cut off before x0
+    torch.testing.assert_close(dx_t, dx_e, rtol=1e-5, atol=1e-6)
+    assert grads_t.keys() == grads_e.keys() and grads_t
+    for name in grads_t:  # parameters keep their shapes: only the per-step copies are padded
+        assert grads_t[name].shape == dict(bank.named_parameters())[name].shape
+        torch.testing.assert_close(grads_t[name], grads_e[name], rtol=1e-5, atol=1e-6)
+
+
+def test_expert_bank_with_align_one_never_pads() -> None:
+    bank = ExpertBank(GroupedMLP(2, IN_DIM, [4]), align=1).train()
+    widths: list[int] = []
+    bank.mlp.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[-1]))
+    bank(torch.randn(3, IN_DIM))
+    assert widths == [IN_DIM]
+    with pytest.raises(ValueError, match="align must be >= 1, got 0"):
+        ExpertBank(GroupedMLP(2, IN_DIM, [4]), align=0)
+
+
+def test_an_expert_input_narrower_than_the_layer_is_refused_not_cropped() -> None:
+    with pytest.raises(ValueError, match="input width 12 is narrower than the layer's 14"):
+        CrossNetV2(IN_DIM, num_layers=1, num_experts=2)(torch.randn(3, 12))
+    with pytest.raises(ValueError, match="input width 12 is narrower than the layer's 14"):
+        GroupedMLP(2, IN_DIM, [4])(torch.randn(3, 12))
+
+
 def test_expert_bank_refuses_cross_network_and_mlp_of_different_expert_counts() -> None:
     with pytest.raises(ValueError, match="3 experts, the MLP 2"):
         ExpertBank(GroupedMLP(2, IN_DIM, [4]), cross=CrossNetV2(IN_DIM, num_layers=1, num_experts=3))

@@ -51,3 +51,20 @@ def test_export_folder_holds_the_encoder_state_and_task_layout(make_config, b04_
     encoder = FeatureEncoder.from_state(pipe.config.schema, json.loads((tmp_path / "onnx" / "encoder.json").read_text()))
     np.testing.assert_array_equal(encoder.transform(b04_rows).cat_ids, pipe.encoder_.transform(b04_rows).cat_ids)
     assert json.loads((tmp_path / "onnx" / "tasks.json").read_text())["formats"] == list(pipe.layout_.formats)
+
+
+@pytest.mark.parametrize("expert_type", ["dcn", "mlp"])
+def test_exporting_to_onnx_traces_without_tracer_warnings(
+    expert_type: str, make_config: Callable[..., camoe.RunConfig], b04_rows: pd.DataFrame, tmp_path: Path,
+) -> None:
+    # a Python branch on a traced shape is frozen into the graph; the tracer warns when one is taken
+    import warnings
+
+    import torch
+
+    pipe = camoe.CTRPipeline(make_config(model={"expert_type": expert_type}, train={"epochs": 1})).fit(b04_rows)
+    assert pipe.model_.embedding.out_dim % 8  # an input width training pads (GEMM_ALIGN), so that path is present
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_folder(pipe, tmp_path / "onnx")
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
