@@ -236,13 +236,16 @@ class GroupedNorm(nn.Module):
         return torch.addcmul(pick(self.bias) - mean * scale, x, scale)
 
 
-# Training pads the experts' input x0 (B, d) with zero columns to a multiple of this width. MKL's fp32 GEMMs on an
-# odd inner or outer width run far below those on an aligned one: on the 2-core development machine the reference
-# network's input-gradient GEMM (4096 × 2048) @ (2048 × 429) ran at 107 GFLOP/s against 150 at width 432, and the
-# whole MMoE training step took 9-11% less time padded (docs/results.md#throughput). The zero columns meet zero
+# Training pads the experts' input x0 (B, d) with zero columns to a multiple of GEMM_ALIGN when that widens it by at
+# most MAX_PAD_FRACTION. MKL's fp32 GEMMs on an odd width run far below those on an aligned one: on the 2-core
+# development machine the reference network's input-gradient GEMM (4096 × 2048) @ (2048 × 429) ran at 107 GFLOP/s
+# against 150 at width 432, and the training step took 5-11% less time padded with MLP experts and 17% less with DCN
+# experts (docs/results.md#gemm-alignment). A small x0 padded by a larger share costs more than it saves (d = 17 -> 24,
+# 33 -> 40 and 57 -> 64 took 6-11%, 10% and 3% more time per DCN step), hence the limit. The zero columns meet zero
 # weight rows (the parameters are padded per step, not stored padded), so the outputs are those of the unpadded
 # network up to rounding, the parameters and artifacts keep their shapes, and the padded entries get no gradient.
 GEMM_ALIGN = 8
+MAX_PAD_FRACTION = 1 / 16
 
 
 def _pad_last(t: torch.Tensor, width: int) -> torch.Tensor:
@@ -302,20 +305,27 @@ class GroupedMLP(nn.Module):
         self.num_groups = num_groups
         self.out_dim = dims[-1]
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, index: torch.Tensor | None = None, padded_width: int | None = None
+    ) -> torch.Tensor:
         """(G, B, in) -> (G, B, out); with ``index`` (G',) int64, only those groups run: (G', B, in) -> (G', B, out).
 
         A 2-D input (B, in) is shared by every group (experts reading the same x0): the first layer then runs as
         one (B, in) × (in, G·out) matmul instead of G matmuls over an expanded copy, which is the same math with
-        one large GEMM (and one (B, in) input gradient instead of G summed ones). In training, an input wider than
-        ``in`` whose extra columns are zero (``ExpertBank``'s padding to ``GEMM_ALIGN``) meets zero weight rows.
+        one large GEMM (and one (B, in) input gradient instead of G summed ones).
+
+        ``padded_width``: the width ``x`` was padded to with zero columns (``ExpertBank``); the first layer's weights
+        are padded with zero rows to it. None: ``x`` has the layer's own width.
+
+        Raises:
+            ValueError: ``padded_width`` is narrower than the first layer's input width.
         """
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             if index is not None:
                 w, b = w.index_select(0, index), b.index_select(0, index)
-            if i == 0 and self.training:  # no shape test in evaluation: export traces that path
-                w = _pad_rows(w, x.shape[-1])
+            if i == 0 and padded_width is not None:
+                w = _pad_rows(w, padded_width)
             if x.dim() == 2:  # shared input: one GEMM for all groups
                 groups, d_in, d_out = w.shape
                 flat = torch.addmm(b.reshape(1, groups * d_out), x, w.permute(1, 0, 2).reshape(d_in, groups * d_out))
@@ -375,13 +385,18 @@ class CrossNetV2(nn.Module):
             [nn.Parameter(torch.zeros(num_experts, 1, in_dim)) for _ in range(num_layers)]
         )
 
-    def forward(self, x0: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x0: torch.Tensor, index: torch.Tensor | None = None, padded_width: int | None = None
+    ) -> torch.Tensor:
         """(B, d) or (E, B, d) -> (E, B, d); with ``index`` (E',) int64 only those experts run: (B, d) -> (E', B, d).
 
-        In training, an x0 wider than d whose extra columns are zero (``ExpertBank``'s padding to ``GEMM_ALIGN``)
-        meets weights padded with zeros, so its extra output columns stay exactly zero: (B, d') -> (E, B, d').
+        ``padded_width``: the width d' x0 was padded to with zero columns (``ExpertBank``); the weights are padded
+        with zeros to it, so the extra output columns stay exactly zero: (B, d') -> (E, B, d'). None: x0 is d wide.
+
+        Raises:
+            ValueError: ``padded_width`` is narrower than d.
         """
-        width = x0.shape[-1] if self.training else None  # no shape test in evaluation: export traces that path
+        width = padded_width
 
         def pick(p: torch.Tensor, pad_rows: bool = False) -> torch.Tensor:
             p = p if index is None else p.index_select(0, index)
@@ -413,9 +428,9 @@ class ExpertBank(nn.Module):
     Args:
         mlp: E stacked MLPs (``GroupedMLP`` with ``num_groups`` = E, ReLU after the last layer).
         cross: E stacked cross networks applied to x0 first, or None.
-        align: in training, x0 is padded with zero columns to a multiple of this width (``GEMM_ALIGN``; 1 = never).
-            The attribute of the same name may be changed later (``benchmarks/throughput.py`` counts the model's
-            FLOPs unpadded).
+        align: in training, x0 is padded with zero columns to a multiple of this width (``GEMM_ALIGN``; 1 = never)
+            when that widens it by at most ``MAX_PAD_FRACTION``. The attribute of the same name may be changed later
+            (``benchmarks/throughput.py`` counts the model's FLOPs unpadded).
 
     Shape:
         (B, d) -> (E, B, H) with H = ``mlp.out_dim``.
@@ -438,12 +453,25 @@ class ExpertBank(nn.Module):
 
     def forward(self, x0: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) -> (E, B, H); with ``index`` (E',) int64 only those experts run (inference-time expert masking):
-        (B, d) -> (E', B, H). In training, x0 is first padded with zero columns to a multiple of ``align``
-        (faster GEMMs; the same outputs up to rounding); evaluation, scoring and export run unpadded."""
-        if self.training and x0.shape[-1] % self.align:
-            x0 = _pad_last(x0, -(-x0.shape[-1] // self.align) * self.align)  # (B, d')
-        x = self.cross(x0, index) if self.cross is not None else x0  # (E, B, d), or the shared (B, d)
-        return self.mlp(x, index)  # (E, B, H)
+        (B, d) -> (E', B, H). In training, x0 is first padded with zero columns to ``padded_width(d)`` (faster
+        GEMMs; the same outputs up to rounding); evaluation, scoring and export run unpadded."""
+        width = self.padded_width(x0.shape[-1]) if self.training else None  # no shape test in export's traced path
+        if width is not None:
+            x0 = _pad_last(x0, width)  # (B, d')
+        x = self.cross(x0, index, width) if self.cross is not None else x0  # (E, B, d), or the shared (B, d)
+        return self.mlp(x, index, width)  # (E, B, H)
+
+    def padded_width(self, d: int) -> int | None:
+        """The width training pads an x0 of width ``d`` to: the next multiple of ``align`` when that adds at most
+        ``MAX_PAD_FRACTION`` · d columns, else None (not padded; also when ``d`` is already a multiple).
+
+        Example:
+            >>> bank = ExpertBank(GroupedMLP(2, 4, [3]))
+            >>> [bank.padded_width(d) for d in (14, 16, 91, 100, 429)]
+            [None, None, 96, 104, 432]
+        """
+        width = -(-d // self.align) * self.align
+        return width if width != d and (width - d) <= MAX_PAD_FRACTION * d else None
 
 
 class TaskGates(nn.Module):

@@ -195,12 +195,13 @@ def test_expert_bank_shape(seeded: None, expert_type: str) -> None:
 def test_padding_the_expert_input_in_training_changes_neither_outputs_nor_gradients(
     seeded: None, expert_type: str, low_rank: int | None, index: list[int] | None,
 ) -> None:
-    # training pads x0 (B, 14) to (B, 16) with zero columns (GEMM_ALIGN); evaluation runs unpadded: the same math
-    cross = CrossNetV2(IN_DIM, num_layers=2, low_rank=low_rank, num_experts=3) if expert_type == "dcn" else None
-    bank = ExpertBank(GroupedMLP(3, IN_DIM, [8, 5]), cross=cross)
+    # training pads x0 (B, 100) to (B, 104) with zero columns (GEMM_ALIGN); evaluation runs unpadded: the same math
+    d = 100
+    cross = CrossNetV2(d, num_layers=2, low_rank=low_rank, num_experts=3) if expert_type == "dcn" else None
+    bank = ExpertBank(GroupedMLP(3, d, [8, 5]), cross=cross)
     if cross is not None:
         _randomise_biases(cross)
-    x0 = torch.randn(7, IN_DIM)
+    x0 = torch.randn(7, d)
     pick = None if index is None else torch.tensor(index)
     widths: list[int] = []
     bank.mlp.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[-1]))
@@ -214,7 +215,7 @@ def test_padding_the_expert_input_in_training_changes_neither_outputs_nor_gradie
         grads = {n: p.grad.clone() for n, p in bank.named_parameters() if p.grad is not None}
         runs.append((out.detach(), x.grad, grads))
     (out_t, dx_t, grads_t), (out_e, dx_e, grads_e) = runs
-    assert widths == [16, IN_DIM]  # the experts' MLP read 16 columns in training, 14 in evaluation
+    assert widths == [104, d]  # the experts' MLP read 104 columns in training, 100 in evaluation
     assert out_t.shape == (3 if index is None else len(index), 7, 5)
     torch.testing.assert_close(out_t, out_e, rtol=1e-5, atol=1e-6)
     assert dx_t.shape == x0.shape  # the padding's gradient is cut off before x0
@@ -225,21 +226,40 @@ def test_padding_the_expert_input_in_training_changes_neither_outputs_nor_gradie
         torch.testing.assert_close(grads_t[name], grads_e[name], rtol=1e-5, atol=1e-6)
 
 
-def test_expert_bank_with_align_one_never_pads() -> None:
-    bank = ExpertBank(GroupedMLP(2, IN_DIM, [4]), align=1).train()
+@pytest.mark.parametrize(("d", "align", "expected"), [
+    (100, 8, 104), (429, 8, 432), (91, 8, 96),  # at most 1/16 wider: padded
+    (96, 8, 96), (16, 8, 16),  # already aligned
+    (14, 8, 14), (57, 8, 57), (9, 8, 9),  # a small x0 would grow by more than 1/16: left as it is
+    (100, 1, 100), (100, 16, 100), (250, 16, 256),
+])
+def test_training_pads_the_expert_input_only_to_the_next_aligned_width_at_most_a_sixteenth_wider(
+    d: int, align: int, expected: int,
+) -> None:
+    bank = ExpertBank(GroupedMLP(2, d, [4]), align=align).train()
     widths: list[int] = []
     bank.mlp.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[-1]))
-    bank(torch.randn(3, IN_DIM))
-    assert widths == [IN_DIM]
+    bank(torch.randn(3, d))
+    assert widths == [expected]
+
+
+def test_expert_bank_refuses_an_alignment_below_one() -> None:
     with pytest.raises(ValueError, match="align must be >= 1, got 0"):
         ExpertBank(GroupedMLP(2, IN_DIM, [4]), align=0)
 
 
+@pytest.mark.parametrize("layer", ["mlp", "mlp_3d", "cross"])
+def test_a_training_layer_refuses_an_input_wider_than_itself_instead_of_ignoring_the_extra_columns(layer: str) -> None:
+    net = (CrossNetV2(IN_DIM, num_layers=1, num_experts=2) if layer == "cross" else GroupedMLP(2, IN_DIM, [4])).train()
+    x = torch.randn(2, 3, IN_DIM + 6) if layer == "mlp_3d" else torch.randn(3, IN_DIM + 6)
+    with pytest.raises(RuntimeError):
+        net(x)
+
+
 def test_an_expert_input_narrower_than_the_layer_is_refused_not_cropped() -> None:
     with pytest.raises(ValueError, match="input width 12 is narrower than the layer's 14"):
-        CrossNetV2(IN_DIM, num_layers=1, num_experts=2)(torch.randn(3, 12))
+        CrossNetV2(IN_DIM, num_layers=1, num_experts=2)(torch.randn(3, 12), padded_width=12)
     with pytest.raises(ValueError, match="input width 12 is narrower than the layer's 14"):
-        GroupedMLP(2, IN_DIM, [4])(torch.randn(3, 12))
+        GroupedMLP(2, IN_DIM, [4])(torch.randn(3, 12), padded_width=12)
 
 
 def test_expert_bank_refuses_cross_network_and_mlp_of_different_expert_counts() -> None:

@@ -62,8 +62,8 @@ def test_exporting_to_onnx_traces_without_tracer_warnings(
 
     import torch
 
+    # (training pads the experts' input to an aligned width; evaluation, which export traces, must test no shapes)
     pipe = camoe.CTRPipeline(make_config(model={"expert_type": expert_type}, train={"epochs": 1})).fit(b04_rows)
-    assert pipe.model_.embedding.out_dim % 8  # an input width training pads (GEMM_ALIGN), so that path is present
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         export_folder(pipe, tmp_path / "onnx")
