@@ -241,7 +241,7 @@ class GroupedNorm(nn.Module):
 # development machine the reference network's input-gradient GEMM (4096 × 2048) @ (2048 × 429) ran at 107 GFLOP/s
 # against 150 at width 432, and the training step took 5-11% less time padded with MLP experts and 17% less with DCN
 # experts (docs/results.md#gemm-alignment). A small x0 padded by a larger share costs more than it saves (d = 17 -> 24,
-# 33 -> 40 and 57 -> 64 took 6-11%, 10% and 3% more time per DCN step), hence the limit. The zero columns meet zero
+# 33 -> 40 and 57 -> 64 took 6-13%, 10-11% and 3% more time per DCN step), hence the limit. The zero columns meet zero
 # weight rows (the parameters are padded per step, not stored padded), so the outputs are those of the unpadded
 # network up to rounding, the parameters and artifacts keep their shapes, and the padded entries get no gradient.
 GEMM_ALIGN = 8
