@@ -396,25 +396,26 @@ class CrossNetV2(nn.Module):
         Raises:
             ValueError: ``padded_width`` is narrower than d.
         """
-        width = padded_width
 
-        def pick(p: torch.Tensor, pad_rows: bool = False) -> torch.Tensor:
+        def pick(p: torch.Tensor, rows: bool = False, cols: bool = False) -> torch.Tensor:
+            """The selected experts' slice of ``p``, its input rows / output columns zero-padded to padded_width."""
             p = p if index is None else p.index_select(0, index)
-            if width is None:
-                return p
-            return _pad_last(_pad_rows(p, width) if pad_rows else p, width)
+            if padded_width is not None:
+                p = _pad_rows(p, padded_width) if rows else p
+                p = _pad_last(p, padded_width) if cols else p
+            return p
 
         if x0.dim() == 2:
             x0 = x0.unsqueeze(0).expand(self.num_experts if index is None else index.shape[0], -1, -1)  # (E, B, d)
         x = x0
         for layer in range(self.num_layers):
             if self.weights is not None:
-                wx = torch.baddbmm(pick(self.biases[layer]), x, pick(self.weights[layer], True))  # (E, B, d): x Wᵀ + b
+                w = pick(self.weights[layer], rows=True, cols=True)
+                wx = torch.baddbmm(pick(self.biases[layer], cols=True), x, w)  # (E, B, d): x Wᵀ + b
             else:
                 assert self.u is not None and self.v is not None
-                v = self.v[layer] if index is None else self.v[layer].index_select(0, index)
-                v = v if width is None else _pad_rows(v, width)
-                wx = torch.baddbmm(pick(self.biases[layer]), torch.bmm(x, v), pick(self.u[layer]))
+                v, u = pick(self.v[layer], rows=True), pick(self.u[layer], cols=True)
+                wx = torch.baddbmm(pick(self.biases[layer], cols=True), torch.bmm(x, v), u)
             x = x0 * wx + x
         return x
 
